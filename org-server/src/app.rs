@@ -1,0 +1,267 @@
+//! What each RPC does, in domain terms and without transport types: the
+//! seam between the gRPC adapters and storage, the worker pool and the
+//! watch hub.
+//!
+//! After a write commits, `App` tells the rest of the process about it:
+//! superseded jobs are pushed to their watchers, running jobs that must stop
+//! are signalled, and the worker pool is woken for a new job.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::job::{Job, JobFilter, MemberFailure};
+use crate::domain::org::{
+    Member, NewOrg, Org, OrgUpdate, validate_member_ids, validate_new_members, validate_org_id,
+};
+use crate::domain::page::{PageRequest, encode_token};
+use crate::error::{Error, Result};
+use crate::jobs::hub::{Subscription, WatchHub};
+use crate::jobs::worker::Wakeup;
+use crate::jobs::{RunningJobs, StopReason};
+use crate::store::{CancelOutcome, OrgWrite, Store};
+
+pub struct App {
+    store: Arc<dyn Store>,
+    hub: Arc<WatchHub>,
+    running: Arc<RunningJobs>,
+    wakeup: Arc<Wakeup>,
+    /// Fires on shutdown: open watches end with UNAVAILABLE.
+    shutdown: CancellationToken,
+}
+
+/// A page of results and the token for the next one ("" at the end).
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn Store>,
+        hub: Arc<WatchHub>,
+        running: Arc<RunningJobs>,
+        wakeup: Arc<Wakeup>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        App {
+            store,
+            hub,
+            running,
+            wakeup,
+            shutdown,
+        }
+    }
+
+    pub async fn create_org(&self, new: NewOrg) -> Result<OrgWrite> {
+        let write = self.store.create_org(&new).await?;
+        self.after_write(&write);
+        Ok(write)
+    }
+
+    pub async fn get_org(&self, org_id: &str) -> Result<Org> {
+        validate_org_id("org_id", org_id)?;
+        self.store
+            .get_org(org_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("org {org_id:?} not found")))
+    }
+
+    pub async fn list_orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+        let mut orgs = self
+            .store
+            .list_orgs(page.after.as_deref(), page.size + 1)
+            .await?;
+        let next_page_token = page.next_token(&mut orgs, |org| org.id.clone());
+        Ok(Page {
+            items: orgs,
+            next_page_token,
+        })
+    }
+
+    /// The synchronous half of a settings change: one transaction, no call
+    /// to Auth, independent of the org's size.
+    pub async fn update_org(&self, update: OrgUpdate) -> Result<OrgWrite> {
+        let write = self.store.update_org(&update).await?;
+        self.after_write(&write);
+        Ok(write)
+    }
+
+    fn after_write(&self, write: &OrgWrite) {
+        for job in &write.superseded {
+            self.hub.publish(job);
+        }
+        if let Some(new_job) = &write.new_job {
+            for stopping in &write.stop_requested {
+                self.running.stop(
+                    *stopping,
+                    StopReason::Cancelled(format!("superseded by job {}", new_job.id)),
+                );
+            }
+            self.wakeup.wake();
+        }
+    }
+
+    pub async fn add_members(&self, org_id: &str, members: &[Member]) -> Result<u64> {
+        validate_org_id("org_id", org_id)?;
+        validate_new_members(members)?;
+        self.store.add_members(org_id, members).await
+    }
+
+    pub async fn remove_members(&self, org_id: &str, member_ids: &[String]) -> Result<u64> {
+        validate_org_id("org_id", org_id)?;
+        validate_member_ids(member_ids)?;
+        self.store.remove_members(org_id, member_ids).await
+    }
+
+    pub async fn list_members(&self, org_id: &str, page: PageRequest) -> Result<Page<Member>> {
+        validate_org_id("org_id", org_id)?;
+        let mut members = self
+            .store
+            .list_members(org_id, page.after.as_deref(), page.size + 1)
+            .await?;
+        let next_page_token = page.next_token(&mut members, |m| m.id.clone());
+        Ok(Page {
+            items: members,
+            next_page_token,
+        })
+    }
+
+    pub async fn get_job(&self, job_id: Uuid) -> Result<Job> {
+        self.store
+            .get_job(job_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("job {job_id} not found")))
+    }
+
+    pub async fn list_jobs(&self, filter: JobFilter, page: PageRequest) -> Result<Page<Job>> {
+        if let Some(org_id) = &filter.org_id {
+            validate_org_id("org_id", org_id)?;
+        }
+        let before_seq = page
+            .after
+            .as_deref()
+            .map(|key| {
+                key.parse::<i64>().map_err(|_| {
+                    Error::invalid("page_token", "malformed: pass next_page_token unchanged")
+                })
+            })
+            .transpose()?;
+        let mut jobs = self
+            .store
+            .list_jobs(&filter, before_seq, page.size + 1)
+            .await?;
+        let next_page_token = if jobs.len() > page.size {
+            jobs.truncate(page.size);
+            jobs.last()
+                .map(|(seq, _)| encode_token(&seq.to_string()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Page {
+            items: jobs.into_iter().map(|(_, job)| job).collect(),
+            next_page_token,
+        })
+    }
+
+    pub async fn list_job_failures(
+        &self,
+        job_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Page<MemberFailure>> {
+        let mut failures = self
+            .store
+            .list_job_failures(job_id, page.after.as_deref(), page.size + 1)
+            .await?;
+        let next_page_token = page.next_token(&mut failures, |f| f.member_id.clone());
+        Ok(Page {
+            items: failures,
+            next_page_token,
+        })
+    }
+
+    /// Cancels a queued job at once, or asks a running one to stop at its
+    /// next batch boundary. Cancelling twice is harmless.
+    pub async fn cancel_job(&self, job_id: Uuid) -> Result<Job> {
+        const REASON: &str = "cancelled by CancelJob";
+        match self.store.cancel_job(job_id, REASON).await? {
+            CancelOutcome::Cancelled(job) => {
+                self.hub.publish(&job);
+                // The org's next job, if any, may run now.
+                self.wakeup.wake();
+                Ok(job)
+            }
+            CancelOutcome::Requested(job) => {
+                self.running
+                    .stop(job_id, StopReason::Cancelled(REASON.to_owned()));
+                Ok(job)
+            }
+            CancelOutcome::AlreadyCancelled(job) => Ok(job),
+        }
+    }
+
+    /// Starts watching a job. The first state yielded is the current one (or,
+    /// with `since_version`, the first newer one; a finished job whose last
+    /// version the caller already saw is sent once more so the stream ends
+    /// with its terminal state).
+    pub async fn watch_job(&self, job_id: Uuid, since_version: i64) -> Result<JobWatch> {
+        if since_version < 0 {
+            return Err(Error::invalid("since_version", "must not be negative"));
+        }
+        // Subscribe before reading, so a change committed in between is
+        // either in what we read or published to the subscription.
+        let subscription = self.hub.subscribe(job_id);
+        let job = self.get_job(job_id).await?;
+        subscription.offer(&job);
+        let last_sent = if job.state.is_terminal() && job.version <= since_version {
+            job.version - 1
+        } else {
+            since_version
+        };
+        Ok(JobWatch {
+            subscription,
+            last_sent,
+            finished: false,
+            shutdown: self.shutdown.clone(),
+        })
+    }
+}
+
+/// One watcher's view of a job: newer states as they come, ending after the
+/// terminal state. Dropping it releases everything it holds.
+pub struct JobWatch {
+    subscription: Subscription,
+    last_sent: i64,
+    finished: bool,
+    shutdown: CancellationToken,
+}
+
+impl JobWatch {
+    /// The next state to send, `None` after the terminal one, or UNAVAILABLE
+    /// when the server shuts down (clients resume elsewhere with
+    /// `since_version`).
+    pub async fn next(&mut self) -> Option<Result<Arc<Job>>> {
+        if self.finished {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => {
+                self.finished = true;
+                Some(Err(Error::Unavailable(format!(
+                    "server is shutting down; reconnect and watch again with since_version={}",
+                    self.last_sent
+                ))))
+            }
+            job = self.subscription.next_after(self.last_sent) => {
+                let job = job?;
+                self.last_sent = job.version;
+                self.finished = job.state.is_terminal();
+                Some(Ok(job))
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The gRPC implementation of [`AuthGateway`]: org-server's client of the
+//! Auth service, and the one place that classifies Auth's status codes as
+//! transient (retry) or permanent (fail the job).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orgauth_proto::auth::v1 as pb;
+use orgauth_proto::auth::v1::auth_service_client::AuthServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::domain::job::UnlinkOutcome;
+use crate::error::{Error, Result};
+use crate::jobs::auth::{AuthCallError, AuthGateway};
+
+pub struct GrpcAuthGateway {
+    client: AuthServiceClient<Channel>,
+}
+
+impl GrpcAuthGateway {
+    /// Connects lazily: org-server starts, and UpdateOrg keeps working, while
+    /// Auth is down; jobs retry until it is back.
+    pub fn new(endpoint: &str, call_timeout: Duration) -> Result<Self> {
+        let channel = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|err| {
+                Error::invalid(
+                    "--auth-endpoint",
+                    format!("{endpoint:?} is not a valid URI: {err}"),
+                )
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(call_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(GrpcAuthGateway {
+            client: AuthServiceClient::new(channel),
+        })
+    }
+}
+
+/// Transient: worth retrying with backoff. tonic reports its own client
+/// timeout as CANCELLED, so that counts as transient too.
+fn classify(status: &Status) -> AuthCallError {
+    let transient = matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::Unknown
+    );
+    AuthCallError {
+        code: code_name(status.code()).to_owned(),
+        message: status.message().to_owned(),
+        transient,
+    }
+}
+
+/// The canonical upper-case name of a gRPC code, as other languages print it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[async_trait]
+impl AuthGateway for GrpcAuthGateway {
+    async fn set_sso_policy(
+        &self,
+        org_id: &str,
+        allow_custom_sso: bool,
+    ) -> Result<(), AuthCallError> {
+        self.client
+            .clone()
+            .set_org_sso_policy(pb::SetOrgSsoPolicyRequest {
+                org_id: org_id.to_owned(),
+                allow_custom_sso,
+            })
+            .await
+            .map(drop)
+            .map_err(|status| classify(&status))
+    }
+
+    async fn batch_unlink(
+        &self,
+        org_id: &str,
+        member_ids: &[String],
+    ) -> Result<Vec<UnlinkOutcome>, AuthCallError> {
+        let response = self
+            .client
+            .clone()
+            .batch_unlink_sso(pb::BatchUnlinkSsoRequest {
+                org_id: org_id.to_owned(),
+                member_ids: member_ids.to_vec(),
+            })
+            .await
+            .map_err(|status| classify(&status))?
+            .into_inner();
+        let mismatch = || AuthCallError {
+            code: "INTERNAL".into(),
+            message: "BatchUnlinkSso answered results that do not match the request".into(),
+            transient: false,
+        };
+        if response.results.len() != member_ids.len() {
+            return Err(mismatch());
+        }
+        response
+            .results
+            .into_iter()
+            .zip(member_ids)
+            .map(|(result, requested)| {
+                if result.member_id != *requested {
+                    return Err(mismatch());
+                }
+                Ok(match pb::UnlinkOutcome::try_from(result.outcome) {
+                    Ok(pb::UnlinkOutcome::Unlinked) => UnlinkOutcome::Unlinked,
+                    Ok(pb::UnlinkOutcome::NotLinked) => UnlinkOutcome::NotLinked,
+                    Ok(pb::UnlinkOutcome::Error) => UnlinkOutcome::Failed {
+                        code: result.error_code,
+                        message: result.error_message,
+                    },
+                    Ok(pb::UnlinkOutcome::Unspecified) | Err(_) => UnlinkOutcome::Failed {
+                        code: "UNKNOWN".into(),
+                        message: format!("Auth answered unknown outcome {}", result.outcome),
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_codes_are_retried() {
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::ResourceExhausted,
+            Code::Aborted,
+        ] {
+            assert!(classify(&Status::new(code, "x")).transient, "{code:?}");
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::PermissionDenied,
+            Code::FailedPrecondition,
+            Code::Unauthenticated,
+        ] {
+            assert!(!classify(&Status::new(code, "x")).transient, "{code:?}");
+        }
+        assert_eq!(classify(&Status::unavailable("down")).code, "UNAVAILABLE");
+    }
+}

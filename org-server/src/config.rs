@@ -1,0 +1,89 @@
+//! org-server's command line. Every flag can also be set through the
+//! environment variable shown in `--help`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "org-server",
+    version,
+    about = "Org service: organizations, members and settings, plus the worker pool that carries setting changes to Auth."
+)]
+pub struct Config {
+    /// Address to serve gRPC on (OrgService, JobService, health, reflection).
+    /// Port 0 picks a free port; the bound address is printed on stdout as
+    /// `listening ADDR`.
+    #[arg(long, env = "ORG_SERVER_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Where orgs, members and jobs are stored: sqlite://PATH (created and
+    /// migrated at start).
+    #[arg(
+        long,
+        env = "ORG_SERVER_DATABASE",
+        default_value = "sqlite://data/org.db"
+    )]
+    pub database: String,
+
+    /// Pooled database connections.
+    #[arg(long, env = "ORG_SERVER_DB_MAX_CONNECTIONS", default_value_t = 8)]
+    pub db_max_connections: u32,
+
+    /// The Auth service the workers call (SetOrgSsoPolicy, BatchUnlinkSso).
+    #[arg(
+        long,
+        env = "ORG_SERVER_AUTH_ENDPOINT",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub auth_endpoint: String,
+
+    /// Deadline of one call to Auth.
+    #[arg(long, env = "ORG_SERVER_AUTH_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub auth_timeout: Duration,
+
+    /// Jobs this process runs at once. 0 runs an API-only replica that
+    /// enqueues jobs but never runs them.
+    #[arg(long, env = "ORG_SERVER_WORKERS", default_value_t = 4)]
+    pub workers: usize,
+
+    /// Members per BatchUnlinkSso call (1 to 1000).
+    #[arg(long, env = "ORG_SERVER_BATCH_SIZE", default_value_t = 500,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub batch_size: u16,
+
+    /// BatchUnlinkSso calls in flight per job.
+    #[arg(long, env = "ORG_SERVER_PARALLELISM", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallelism: u16,
+
+    /// How long a worker's claim on a job lasts without renewal; renewed
+    /// every third of it. A crashed worker's job resumes after at most this.
+    #[arg(long, env = "ORG_SERVER_LEASE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+
+    /// How often idle workers look for jobs they were not woken for (jobs
+    /// whose lease expired).
+    #[arg(long, env = "ORG_SERVER_POLL_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Tries per Auth call before the job ends FAILED (1 = no retry).
+    #[arg(long, env = "ORG_SERVER_RETRY_MAX_ATTEMPTS", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub retry_max_attempts: u32,
+
+    /// First retry delay; doubles per retry, with jitter.
+    #[arg(long, env = "ORG_SERVER_RETRY_INITIAL_BACKOFF", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub retry_initial_backoff: Duration,
+
+    /// Longest retry delay.
+    #[arg(long, env = "ORG_SERVER_RETRY_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub retry_max_backoff: Duration,
+
+    /// On SIGTERM/SIGINT: how long to let running batches checkpoint and
+    /// connections drain before exiting anyway.
+    #[arg(long, env = "ORG_SERVER_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}

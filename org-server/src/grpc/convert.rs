@@ -1,0 +1,111 @@
+//! Conversions between protobuf messages and domain values.
+
+use orgauth_proto::org::v1 as pb;
+use prost_types::Timestamp;
+
+use crate::domain::Micros;
+use crate::domain::job::{Job, JobKind, JobState, MemberFailure};
+use crate::domain::org::{Member, Org};
+use crate::error::{Error, Result};
+
+pub fn timestamp(micros: Micros) -> Timestamp {
+    Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: i32::try_from(micros.rem_euclid(1_000_000) * 1000).unwrap_or(0),
+    }
+}
+
+pub fn org(org: &Org) -> pb::Org {
+    pb::Org {
+        id: org.id.clone(),
+        display_name: org.display_name.clone(),
+        allow_custom_sso: org.allow_custom_sso,
+        etag: org.etag(),
+        create_time: Some(timestamp(org.create_time)),
+        update_time: Some(timestamp(org.update_time)),
+        member_count: org.member_count,
+    }
+}
+
+pub fn member(member: &Member) -> pb::Member {
+    pb::Member {
+        id: member.id.clone(),
+        email: member.email.clone(),
+    }
+}
+
+pub fn failure(failure: &MemberFailure) -> pb::MemberFailure {
+    pb::MemberFailure {
+        member_id: failure.member_id.clone(),
+        code: failure.code.clone(),
+        message: failure.message.clone(),
+    }
+}
+
+fn job_kind(kind: JobKind) -> pb::JobKind {
+    match kind {
+        JobKind::DisableCustomSso => pb::JobKind::DisableCustomSso,
+        JobKind::EnableCustomSso => pb::JobKind::EnableCustomSso,
+    }
+}
+
+fn job_state(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Queued => pb::JobState::Queued,
+        JobState::Running => pb::JobState::Running,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Failed => pb::JobState::Failed,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+/// A state filter from ListJobsRequest; UNSPECIFIED means any state.
+pub fn job_state_filter(value: i32) -> Result<Option<JobState>> {
+    match pb::JobState::try_from(value) {
+        Ok(pb::JobState::Unspecified) => Ok(None),
+        Ok(state) => Ok(JobState::from_i64(i64::from(state as i32))),
+        Err(_) => Err(Error::invalid(
+            "state",
+            format!("unknown JobState value {value}"),
+        )),
+    }
+}
+
+pub fn job(job: &Job) -> pb::Job {
+    pb::Job {
+        id: job.id.to_string(),
+        org_id: job.org_id.clone(),
+        kind: job_kind(job.kind) as i32,
+        state: job_state(job.state) as i32,
+        total_members: job.total_members,
+        processed_members: job.processed_members,
+        unlinked_members: job.unlinked_members,
+        failed_members: job.failed_members,
+        attempt: job.attempt,
+        last_error: job.last_error.clone(),
+        failures: job.failures.iter().map(failure).collect(),
+        version: job.version,
+        create_time: Some(timestamp(job.create_time)),
+        update_time: Some(timestamp(job.update_time)),
+        start_time: job.start_time.map(timestamp),
+        end_time: job.end_time.map(timestamp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_keep_microseconds() {
+        let ts = timestamp(1_700_000_000_123_456);
+        assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_456_000));
+    }
+
+    #[test]
+    fn state_filter() {
+        assert_eq!(job_state_filter(0).unwrap(), None);
+        assert_eq!(job_state_filter(2).unwrap(), Some(JobState::Running));
+        assert!(job_state_filter(99).is_err());
+    }
+}

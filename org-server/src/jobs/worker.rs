@@ -1,0 +1,233 @@
+//! The worker pool: claims jobs, keeps their leases alive, and settles each
+//! run (succeeded, failed, cancelled, or handed back on shutdown).
+//!
+//! A job is picked up as soon as it is enqueued here (UpdateOrg wakes the
+//! pool through a `Notify`), and otherwise on a short poll that also finds
+//! jobs whose worker died and whose lease has expired.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::runner::{RunError, RunOutcome, Runner};
+use super::{RunningJobs, StopReason, StopSignal};
+use crate::domain::job::JobState;
+use crate::store::{ClaimedJob, LeaseStatus};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run concurrently by this process.
+    pub workers: usize,
+    /// How long a claim stays valid without renewal. A crashed worker's job
+    /// is resumed by another worker after at most this long.
+    pub lease: Duration,
+    /// How often to look for runnable jobs when not woken.
+    pub poll_interval: Duration,
+    /// Identifies this process in lease records.
+    pub owner: String,
+}
+
+/// Wakes the pool when a job is enqueued or a job of an org ends.
+#[derive(Debug, Default)]
+pub struct Wakeup(Notify);
+
+impl Wakeup {
+    pub fn wake(&self) {
+        // notify_one stores a permit when the pool is busy claiming, so a
+        // wake-up between two claims is never lost.
+        self.0.notify_one();
+    }
+}
+
+pub struct WorkerPool {
+    pub runner: Arc<Runner>,
+    pub running: Arc<RunningJobs>,
+    pub wakeup: Arc<Wakeup>,
+    pub config: WorkerConfig,
+}
+
+impl WorkerPool {
+    /// Claims and runs jobs until `shutdown` fires, then waits for every
+    /// running job to checkpoint and hand back its lease.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.config.workers.max(1)));
+        let mut tasks = JoinSet::new();
+        info!(workers = self.config.workers, owner = %self.config.owner, "worker pool started");
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&slots).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = shutdown.cancelled() => break,
+            };
+            match self
+                .runner
+                .store
+                .claim_job(&self.config.owner, self.config.lease)
+                .await
+            {
+                Ok(Some(claimed)) => {
+                    let pool = Arc::clone(&self);
+                    let shutdown = shutdown.clone();
+                    let span =
+                        info_span!("job", job_id = %claimed.job.id, org_id = %claimed.job.org_id);
+                    tasks.spawn(
+                        async move {
+                            pool.run_claimed(claimed, shutdown).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
+                    // Look for more work straight away.
+                    continue;
+                }
+                Ok(None) => drop(permit),
+                Err(err) => {
+                    drop(permit);
+                    warn!(error = %err, "claiming a job failed");
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+            tokio::select! {
+                () = self.wakeup.0.notified() => {}
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+        info!(
+            running = tasks.len(),
+            "worker pool stopping; waiting for running jobs to checkpoint"
+        );
+        while tasks.join_next().await.is_some() {}
+        info!("worker pool stopped");
+    }
+
+    async fn run_claimed(&self, claimed: ClaimedJob, shutdown: CancellationToken) {
+        let job_id = claimed.job.id;
+        info!(kind = ?claimed.job.kind, attempt = claimed.job.attempt, "job claimed");
+        self.runner.hub.publish(&claimed.job);
+        let stop = self.running.register(job_id);
+        if let Some(reason) = &claimed.cancel_reason {
+            stop.stop(StopReason::Cancelled(reason.clone()));
+        }
+        let heartbeat = tokio::spawn(heartbeat(
+            Arc::clone(&self.runner),
+            claimed.lease.clone(),
+            self.config.lease,
+            Arc::clone(&stop),
+            shutdown,
+        ));
+
+        let result = if stop.is_stopping() {
+            Ok(RunOutcome::Stopped)
+        } else {
+            self.runner.run(&claimed, &stop).await
+        };
+        heartbeat.abort();
+        self.running.unregister(job_id);
+        self.settle(&claimed, result, &stop).await;
+        // The next job of this org (if any) may be runnable now.
+        self.wakeup.wake();
+    }
+
+    /// Records how a run ended.
+    async fn settle(
+        &self,
+        claimed: &ClaimedJob,
+        result: Result<RunOutcome, RunError>,
+        stop: &StopSignal,
+    ) {
+        let store = &self.runner.store;
+        let lease = &claimed.lease;
+        let finished = match result {
+            Ok(RunOutcome::Completed) => store.finish_job(lease, JobState::Succeeded, "").await,
+            Ok(RunOutcome::Stopped) => match stop.reason() {
+                Some(StopReason::Cancelled(reason)) => {
+                    store.finish_job(lease, JobState::Cancelled, &reason).await
+                }
+                Some(StopReason::Shutdown) | None => {
+                    if let Err(err) = store.release_lease(lease).await {
+                        warn!(error = %err, "releasing the lease failed; it will expire instead");
+                    } else {
+                        info!("job handed back for another worker to resume");
+                    }
+                    return;
+                }
+                Some(StopReason::LeaseLost) => {
+                    warn!("lease lost to another worker; abandoning the run");
+                    return;
+                }
+            },
+            Err(RunError::Store(crate::error::Error::LeaseLost { .. })) => {
+                warn!("lease lost to another worker; abandoning the run");
+                return;
+            }
+            Err(RunError::Store(err)) => {
+                // Leave the job RUNNING: its lease expires and the job is
+                // retried from its last checkpoint, by us or another replica.
+                error!(error = %err, "storage failed while running the job");
+                return;
+            }
+            Err(err @ (RunError::RetriesExhausted { .. } | RunError::Permanent(_))) => {
+                warn!(error = %err, "job failed");
+                store
+                    .finish_job(lease, JobState::Failed, &err.to_string())
+                    .await
+            }
+        };
+        match finished {
+            Ok(job) => {
+                info!(
+                    state = job.state.name(),
+                    processed = job.processed_members,
+                    unlinked = job.unlinked_members,
+                    failed = job.failed_members,
+                    "job ended"
+                );
+                self.runner.hub.publish(&job);
+            }
+            Err(err) => warn!(error = %err, "recording the end of the job failed"),
+        }
+    }
+}
+
+/// Renews the lease every third of its duration; stops the job when the
+/// lease is lost, cancellation was requested elsewhere, or on shutdown.
+async fn heartbeat(
+    runner: Arc<Runner>,
+    lease: crate::store::Lease,
+    lease_for: Duration,
+    stop: Arc<StopSignal>,
+    shutdown: CancellationToken,
+) {
+    let period = lease_for / 3;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                stop.stop(StopReason::Shutdown);
+                return;
+            }
+            () = tokio::time::sleep(period) => {}
+        }
+        match runner.store.renew_lease(&lease, lease_for).await {
+            Ok(LeaseStatus::Held {
+                cancel_reason: None,
+            }) => {}
+            Ok(LeaseStatus::Held {
+                cancel_reason: Some(reason),
+            }) => {
+                stop.stop(StopReason::Cancelled(reason));
+            }
+            Ok(LeaseStatus::Lost) => {
+                stop.stop(StopReason::LeaseLost);
+                return;
+            }
+            Err(err) => warn!(error = %err, "lease renewal failed; will retry"),
+        }
+    }
+}

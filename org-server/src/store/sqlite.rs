@@ -1,0 +1,836 @@
+//! The SQLite backend: one file, no setup, for a single org-server.
+//!
+//! Durability is not traded for speed: WAL with `synchronous=FULL`, so an
+//! acknowledged UpdateOrg (and its job) survives power loss. Read-then-write
+//! transactions start with `BEGIN IMMEDIATE`, taking the write lock up front
+//! so two writers never deadlock upgrading a read lock. Batches travel as one
+//! JSON array parameter (`json_each`), so a 1,000-member write is a single
+//! statement.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+use tracing::info;
+use uuid::Uuid;
+
+use super::{
+    CancelOutcome, ClaimedJob, Lease, LeaseStatus, OrgWrite, Progress, Store, StoreOptions,
+};
+use crate::domain::job::{
+    Checkpoint, FAILURE_SAMPLE_SIZE, Job, JobFilter, JobKind, JobState, MemberFailure,
+};
+use crate::domain::org::{Member, NewOrg, Org, OrgUpdate, plan_update};
+use crate::domain::{Micros, now_micros};
+use crate::error::{Error, Result};
+
+/// The column list every job query selects, in `JobRow` order.
+macro_rules! job_columns {
+    () => {
+        "id, org_id, kind, state, total_members, processed_members, unlinked_members, \
+         failed_members, attempt, last_error, failure_sample, version, create_time, \
+         update_time, start_time, end_time, cursor, cancel_reason, lease_epoch, seq"
+    };
+}
+
+/// The column list every org query selects, in `OrgRow` order.
+macro_rules! org_columns {
+    () => {
+        "id, display_name, allow_custom_sso, revision, member_count, create_time, update_time"
+    };
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    pub async fn open(path: &str, options: &StoreOptions) -> Result<Self> {
+        if let Some(parent) = Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|err| {
+                Error::Internal(format!("cannot create database directory: {err}"))
+            })?;
+        }
+        let connect = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        info!(path, "opened sqlite database");
+        Ok(SqliteStore { pool })
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OrgRow {
+    id: String,
+    display_name: String,
+    allow_custom_sso: bool,
+    revision: i64,
+    member_count: i64,
+    create_time: i64,
+    update_time: i64,
+}
+
+impl From<OrgRow> for Org {
+    fn from(row: OrgRow) -> Self {
+        Org {
+            id: row.id,
+            display_name: row.display_name,
+            allow_custom_sso: row.allow_custom_sso,
+            revision: row.revision,
+            member_count: row.member_count,
+            create_time: row.create_time,
+            update_time: row.update_time,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    org_id: String,
+    kind: i64,
+    state: i64,
+    total_members: i64,
+    processed_members: i64,
+    unlinked_members: i64,
+    failed_members: i64,
+    attempt: i64,
+    last_error: String,
+    failure_sample: String,
+    version: i64,
+    create_time: i64,
+    update_time: i64,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    cursor: Option<String>,
+    cancel_reason: Option<String>,
+    lease_epoch: i64,
+    seq: i64,
+}
+
+impl JobRow {
+    fn into_job(self) -> Result<Job> {
+        let corrupt = |what: &str| Error::Internal(format!("job {}: corrupt {what}", self.id));
+        Ok(Job {
+            id: Uuid::try_parse(&self.id).map_err(|_| corrupt("id"))?,
+            kind: JobKind::from_i64(self.kind).ok_or_else(|| corrupt("kind"))?,
+            state: JobState::from_i64(self.state).ok_or_else(|| corrupt("state"))?,
+            failures: serde_json::from_str(&self.failure_sample)
+                .map_err(|_| corrupt("failure sample"))?,
+            attempt: i32::try_from(self.attempt).unwrap_or(i32::MAX),
+            org_id: self.org_id,
+            total_members: self.total_members,
+            processed_members: self.processed_members,
+            unlinked_members: self.unlinked_members,
+            failed_members: self.failed_members,
+            last_error: self.last_error,
+            version: self.version,
+            create_time: self.create_time,
+            update_time: self.update_time,
+            start_time: self.start_time,
+            end_time: self.end_time,
+        })
+    }
+}
+
+/// Inserts a queued job for `org_id` and supersedes the org's older jobs:
+/// queued ones end CANCELLED, running ones are asked to stop.
+async fn enqueue_job(
+    tx: &mut Transaction<'static, Sqlite>,
+    org_id: &str,
+    kind: JobKind,
+    now: Micros,
+    write: &mut OrgWrite,
+) -> Result<()> {
+    let job_id = Uuid::now_v7();
+    let reason = format!("superseded by job {job_id}");
+    let superseded: Vec<JobRow> = sqlx::query_as(concat!(
+        "UPDATE jobs SET state = 5, last_error = ?2, end_time = ?3, update_time = ?3, \
+         version = version + 1 WHERE org_id = ?1 AND state = 1 RETURNING ",
+        job_columns!()
+    ))
+    .bind(org_id)
+    .bind(&reason)
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?;
+    write.superseded = superseded
+        .into_iter()
+        .map(JobRow::into_job)
+        .collect::<Result<_>>()?;
+
+    let stopping: Vec<(String,)> = sqlx::query_as(
+        "UPDATE jobs SET cancel_reason = ?2 \
+         WHERE org_id = ?1 AND state = 2 AND cancel_reason IS NULL RETURNING id",
+    )
+    .bind(org_id)
+    .bind(&reason)
+    .fetch_all(&mut **tx)
+    .await?;
+    write.stop_requested = stopping
+        .into_iter()
+        .filter_map(|(id,)| Uuid::try_parse(&id).ok())
+        .collect();
+
+    let row: JobRow = sqlx::query_as(concat!(
+        "INSERT INTO jobs (id, org_id, kind, state, create_time, update_time) \
+         VALUES (?1, ?2, ?3, 1, ?4, ?4) RETURNING ",
+        job_columns!()
+    ))
+    .bind(job_id.to_string())
+    .bind(org_id)
+    .bind(kind as i64)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    write.job_id = Some(job_id);
+    write.new_job = Some(row.into_job()?);
+    Ok(())
+}
+
+/// Looks up an idempotency key. `Ok(Some)` is the first response to replay;
+/// a key reused for a different request is INVALID_ARGUMENT.
+async fn replay(
+    tx: &mut Transaction<'static, Sqlite>,
+    method: &str,
+    request_id: &str,
+    fingerprint: &str,
+) -> Result<Option<OrgWrite>> {
+    let row: Option<(String, Option<String>, String)> = sqlx::query_as(
+        "SELECT fingerprint, job_id, org_json FROM idempotency_keys \
+         WHERE method = ?1 AND request_id = ?2",
+    )
+    .bind(method)
+    .bind(request_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((stored_fingerprint, job_id, org_json)) = row else {
+        return Ok(None);
+    };
+    if stored_fingerprint != fingerprint {
+        return Err(Error::invalid(
+            "request_id",
+            format!(
+                "{request_id:?} was already used for a different {method} request; \
+                 use a new request_id for a new request"
+            ),
+        ));
+    }
+    let org: Org = serde_json::from_str(&org_json)
+        .map_err(|err| Error::Internal(format!("corrupt idempotency record: {err}")))?;
+    Ok(Some(OrgWrite {
+        org,
+        job_id: job_id.as_deref().and_then(|id| Uuid::try_parse(id).ok()),
+        new_job: None,
+        superseded: Vec::new(),
+        stop_requested: Vec::new(),
+    }))
+}
+
+async fn remember(
+    tx: &mut Transaction<'static, Sqlite>,
+    method: &str,
+    request_id: &str,
+    fingerprint: &str,
+    write: &OrgWrite,
+    now: Micros,
+) -> Result<()> {
+    let org_json = serde_json::to_string(&write.org)
+        .map_err(|err| Error::Internal(format!("cannot encode org: {err}")))?;
+    sqlx::query(
+        "INSERT INTO idempotency_keys \
+         (method, request_id, fingerprint, org_id, job_id, org_json, create_time) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(method)
+    .bind(request_id)
+    .bind(fingerprint)
+    .bind(&write.org.id)
+    .bind(write.job_id.map(|id| id.to_string()))
+    .bind(org_json)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn org_exists(tx: &mut Transaction<'static, Sqlite>, org_id: &str) -> Result<()> {
+    let found: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM orgs WHERE id = ?1")
+        .bind(org_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| Error::NotFound(format!("org {org_id:?} not found")))
+}
+
+fn lease_lost(lease: &Lease) -> Error {
+    Error::LeaseLost {
+        job_id: lease.job_id.to_string(),
+    }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_org(&self, new: &NewOrg) -> Result<OrgWrite> {
+        const METHOD: &str = "CreateOrg";
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        if let Some(request_id) = &new.request_id
+            && let Some(first) = replay(&mut tx, METHOD, request_id, &new.fingerprint()).await?
+        {
+            return Ok(first);
+        }
+        let id = new.id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
+        let inserted = sqlx::query(
+            "INSERT INTO orgs (id, display_name, allow_custom_sso, revision, create_time, update_time) \
+             VALUES (?1, ?2, ?3, 1, ?4, ?4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(&new.display_name)
+        .bind(new.allow_custom_sso)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(Error::AlreadyExists(format!(
+                "org {id:?} already exists; choose another id or leave it empty for a server-assigned one"
+            )));
+        }
+        let mut write = OrgWrite {
+            org: Org {
+                id: id.clone(),
+                display_name: new.display_name.clone(),
+                allow_custom_sso: new.allow_custom_sso,
+                revision: 1,
+                member_count: 0,
+                create_time: now,
+                update_time: now,
+            },
+            job_id: None,
+            new_job: None,
+            superseded: Vec::new(),
+            stop_requested: Vec::new(),
+        };
+        if let Some(kind) = new.job_kind() {
+            enqueue_job(&mut tx, &id, kind, now, &mut write).await?;
+        }
+        if let Some(request_id) = &new.request_id {
+            remember(&mut tx, METHOD, request_id, &new.fingerprint(), &write, now).await?;
+        }
+        tx.commit().await?;
+        Ok(write)
+    }
+
+    async fn get_org(&self, org_id: &str) -> Result<Option<Org>> {
+        let row: Option<OrgRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM orgs WHERE id = ?1"
+        ))
+        .bind(org_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(Org::from))
+    }
+
+    async fn list_orgs(&self, after: Option<&str>, limit: usize) -> Result<Vec<Org>> {
+        let rows: Vec<OrgRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM orgs WHERE id > ?1 ORDER BY id LIMIT ?2"
+        ))
+        .bind(after.unwrap_or(""))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Org::from).collect())
+    }
+
+    async fn update_org(&self, update: &OrgUpdate) -> Result<OrgWrite> {
+        const METHOD: &str = "UpdateOrg";
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        if let Some(request_id) = &update.request_id
+            && let Some(first) = replay(&mut tx, METHOD, request_id, &update.fingerprint()).await?
+        {
+            return Ok(first);
+        }
+        let current: Org = sqlx::query_as::<_, OrgRow>(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM orgs WHERE id = ?1"
+        ))
+        .bind(&update.org_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(Org::from)
+        .ok_or_else(|| Error::NotFound(format!("org {:?} not found", update.org_id)))?;
+
+        let plan = plan_update(&current, update, now)?;
+        if plan.changed {
+            sqlx::query(
+                "UPDATE orgs SET display_name = ?2, allow_custom_sso = ?3, revision = ?4, \
+                 update_time = ?5 WHERE id = ?1",
+            )
+            .bind(&plan.org.id)
+            .bind(&plan.org.display_name)
+            .bind(plan.org.allow_custom_sso)
+            .bind(plan.org.revision)
+            .bind(plan.org.update_time)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut write = OrgWrite {
+            org: plan.org,
+            job_id: None,
+            new_job: None,
+            superseded: Vec::new(),
+            stop_requested: Vec::new(),
+        };
+        if let Some(kind) = plan.job {
+            enqueue_job(&mut tx, &update.org_id, kind, now, &mut write).await?;
+        }
+        if let Some(request_id) = &update.request_id {
+            remember(
+                &mut tx,
+                METHOD,
+                request_id,
+                &update.fingerprint(),
+                &write,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(write)
+    }
+
+    async fn add_members(&self, org_id: &str, members: &[Member]) -> Result<u64> {
+        let batch = serde_json::Value::Array(
+            members
+                .iter()
+                .map(|m| serde_json::json!([m.id, m.email]))
+                .collect(),
+        )
+        .to_string();
+        let mut tx = self.begin_write().await?;
+        org_exists(&mut tx, org_id).await?;
+        // `WHERE true` resolves SQLite's parsing ambiguity between an upsert
+        // clause and a join constraint after INSERT … SELECT.
+        let added = sqlx::query(
+            "INSERT INTO members (org_id, member_id, email, create_time) \
+             SELECT ?1, value ->> 0, value ->> 1, ?3 FROM json_each(?2) WHERE true \
+             ON CONFLICT (org_id, member_id) DO NOTHING",
+        )
+        .bind(org_id)
+        .bind(batch)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE orgs SET member_count = member_count + ?2 WHERE id = ?1")
+            .bind(org_id)
+            .bind(i64::try_from(added).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    async fn remove_members(&self, org_id: &str, member_ids: &[String]) -> Result<u64> {
+        let batch = serde_json::to_string(member_ids)
+            .map_err(|err| Error::Internal(format!("cannot encode ids: {err}")))?;
+        let mut tx = self.begin_write().await?;
+        org_exists(&mut tx, org_id).await?;
+        let removed = sqlx::query(
+            "DELETE FROM members WHERE org_id = ?1 AND member_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(org_id)
+        .bind(batch)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE orgs SET member_count = member_count - ?2 WHERE id = ?1")
+            .bind(org_id)
+            .bind(i64::try_from(removed).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    async fn list_members(
+        &self,
+        org_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Member>> {
+        let mut tx = self.pool.begin().await?;
+        org_exists(&mut tx, org_id).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT member_id, email FROM members WHERE org_id = ?1 AND member_id > ?2 \
+             ORDER BY member_id LIMIT ?3",
+        )
+        .bind(org_id)
+        .bind(after.unwrap_or(""))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, email)| Member { id, email })
+            .collect())
+    }
+
+    async fn member_ids_after(
+        &self,
+        org_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT member_id FROM members WHERE org_id = ?1 AND member_id > ?2 \
+             ORDER BY member_id LIMIT ?3",
+        )
+        .bind(org_id)
+        .bind(after.unwrap_or(""))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn get_job(&self, job_id: Uuid) -> Result<Option<Job>> {
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = ?1"
+        ))
+        .bind(job_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(JobRow::into_job).transpose()
+    }
+
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        before_seq: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(i64, Job)>> {
+        let rows: Vec<JobRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE seq < ?1 AND (?2 IS NULL OR org_id = ?2) \
+             AND (?3 IS NULL OR state = ?3) ORDER BY seq DESC LIMIT ?4"
+        ))
+        .bind(before_seq.unwrap_or(i64::MAX))
+        .bind(filter.org_id.as_deref())
+        .bind(filter.state.map(|s| s as i64))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let seq = row.seq;
+                row.into_job().map(|job| (seq, job))
+            })
+            .collect()
+    }
+
+    async fn list_job_failures(
+        &self,
+        job_id: Uuid,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MemberFailure>> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM jobs WHERE id = ?1")
+            .bind(job_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(Error::NotFound(format!("job {job_id} not found")));
+        }
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT member_id, code, message FROM job_failures \
+             WHERE job_id = ?1 AND member_id > ?2 ORDER BY member_id LIMIT ?3",
+        )
+        .bind(job_id.to_string())
+        .bind(after.unwrap_or(""))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|(member_id, code, message)| MemberFailure {
+                member_id,
+                code,
+                message,
+            })
+            .collect())
+    }
+
+    async fn cancel_job(&self, job_id: Uuid, reason: &str) -> Result<CancelOutcome> {
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        let row: JobRow = sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = ?1"
+        ))
+        .bind(job_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("job {job_id} not found")))?;
+        let job = row.into_job()?;
+        let outcome = match job.state {
+            JobState::Queued => {
+                let row: JobRow = sqlx::query_as(concat!(
+                    "UPDATE jobs SET state = 5, last_error = ?2, end_time = ?3, update_time = ?3, \
+                     version = version + 1 WHERE id = ?1 RETURNING ",
+                    job_columns!()
+                ))
+                .bind(job_id.to_string())
+                .bind(reason)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                CancelOutcome::Cancelled(row.into_job()?)
+            }
+            JobState::Running => {
+                sqlx::query(
+                    "UPDATE jobs SET cancel_reason = COALESCE(cancel_reason, ?2) WHERE id = ?1",
+                )
+                .bind(job_id.to_string())
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+                CancelOutcome::Requested(job)
+            }
+            JobState::Cancelled => CancelOutcome::AlreadyCancelled(job),
+            JobState::Succeeded | JobState::Failed => {
+                return Err(Error::FailedPrecondition(format!(
+                    "job {job_id} already ended {}; only queued or running jobs can be cancelled",
+                    job.state.name()
+                )));
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn claim_job(&self, owner: &str, lease_for: Duration) -> Result<Option<ClaimedJob>> {
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        // The head of each org's line of unfinished jobs is the only one of
+        // that org that may run; a running head is claimable only once its
+        // lease has expired (its worker is presumed dead).
+        let candidate: Option<(String,)> = sqlx::query_as(
+            "SELECT j.id FROM jobs j \
+             WHERE j.state IN (1, 2) AND (j.state = 1 OR j.lease_expires < ?1) \
+             AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.org_id = j.org_id \
+                             AND o.state IN (1, 2) AND o.seq < j.seq) \
+             ORDER BY j.seq LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((job_id,)) = candidate else {
+            return Ok(None);
+        };
+        let row: JobRow = sqlx::query_as(concat!(
+            "UPDATE jobs SET state = 2, lease_owner = ?2, lease_epoch = lease_epoch + 1, \
+             lease_expires = ?3, attempt = attempt + 1, start_time = COALESCE(start_time, ?4), \
+             total_members = CASE kind WHEN 1 THEN MAX(processed_members, \
+                 (SELECT member_count FROM orgs WHERE orgs.id = jobs.org_id)) ELSE 0 END, \
+             version = version + 1, update_time = ?4 \
+             WHERE id = ?1 RETURNING ",
+            job_columns!()
+        ))
+        .bind(&job_id)
+        .bind(owner)
+        .bind(now.saturating_add(micros(lease_for)))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let lease = Lease {
+            job_id: Uuid::try_parse(&row.id)
+                .map_err(|_| Error::Internal(format!("job {}: corrupt id", row.id)))?,
+            epoch: row.lease_epoch,
+        };
+        let cursor = row.cursor.clone();
+        let cancel_reason = row.cancel_reason.clone();
+        Ok(Some(ClaimedJob {
+            job: row.into_job()?,
+            cursor,
+            lease,
+            cancel_reason,
+        }))
+    }
+
+    async fn renew_lease(&self, lease: &Lease, lease_for: Duration) -> Result<LeaseStatus> {
+        let held: Option<(Option<String>,)> = sqlx::query_as(
+            "UPDATE jobs SET lease_expires = ?3 \
+             WHERE id = ?1 AND lease_epoch = ?2 AND state = 2 RETURNING cancel_reason",
+        )
+        .bind(lease.job_id.to_string())
+        .bind(lease.epoch)
+        .bind(now_micros().saturating_add(micros(lease_for)))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match held {
+            Some((cancel_reason,)) => LeaseStatus::Held { cancel_reason },
+            None => LeaseStatus::Lost,
+        })
+    }
+
+    async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Progress> {
+        let now = now_micros();
+        let job_id = lease.job_id.to_string();
+        let mut tx = self.begin_write().await?;
+        // Failures are keyed by member, so a batch replayed after a crash
+        // neither duplicates rows nor double-counts failed_members.
+        let mut new_failures = 0_i64;
+        let mut sample_update: Option<String> = None;
+        if !checkpoint.failures.is_empty() {
+            let batch = serde_json::Value::Array(
+                checkpoint
+                    .failures
+                    .iter()
+                    .map(|f| serde_json::json!([f.member_id, f.code, f.message]))
+                    .collect(),
+            )
+            .to_string();
+            let inserted = sqlx::query(
+                "INSERT INTO job_failures (job_id, member_id, code, message) \
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2) WHERE true \
+                 ON CONFLICT (job_id, member_id) DO NOTHING",
+            )
+            .bind(&job_id)
+            .bind(batch)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            new_failures = i64::try_from(inserted).unwrap_or(i64::MAX);
+            let (sample,): (String,) =
+                sqlx::query_as("SELECT failure_sample FROM jobs WHERE id = ?1")
+                    .bind(&job_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let mut sample: Vec<MemberFailure> = serde_json::from_str(&sample).unwrap_or_default();
+            if sample.len() < FAILURE_SAMPLE_SIZE {
+                for failure in &checkpoint.failures {
+                    if sample.len() == FAILURE_SAMPLE_SIZE {
+                        break;
+                    }
+                    if !sample.iter().any(|s| s.member_id == failure.member_id) {
+                        sample.push(failure.clone());
+                    }
+                }
+                sample_update = serde_json::to_string(&sample).ok();
+            }
+        }
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "UPDATE jobs SET processed_members = processed_members + ?3, \
+             unlinked_members = unlinked_members + ?4, failed_members = failed_members + ?5, \
+             failure_sample = COALESCE(?6, failure_sample), cursor = ?7, \
+             total_members = MAX(total_members, processed_members + ?3), \
+             version = version + 1, update_time = ?8 \
+             WHERE id = ?1 AND lease_epoch = ?2 AND state = 2 RETURNING ",
+            job_columns!()
+        ))
+        .bind(&job_id)
+        .bind(lease.epoch)
+        .bind(checkpoint.processed)
+        .bind(checkpoint.unlinked)
+        .bind(new_failures)
+        .bind(sample_update)
+        .bind(&checkpoint.cursor)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(lease_lost(lease));
+        };
+        tx.commit().await?;
+        let cancel_reason = row.cancel_reason.clone();
+        Ok(Progress {
+            job: row.into_job()?,
+            cancel_reason,
+        })
+    }
+
+    async fn record_retry(&self, lease: &Lease, error: &str) -> Result<Job> {
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "UPDATE jobs SET attempt = attempt + 1, last_error = ?3, version = version + 1, \
+             update_time = ?4 WHERE id = ?1 AND lease_epoch = ?2 AND state = 2 RETURNING ",
+            job_columns!()
+        ))
+        .bind(lease.job_id.to_string())
+        .bind(lease.epoch)
+        .bind(error)
+        .bind(now_micros())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| lease_lost(lease))?.into_job()
+    }
+
+    async fn finish_job(&self, lease: &Lease, state: JobState, last_error: &str) -> Result<Job> {
+        debug_assert!(state.is_terminal());
+        let row: Option<JobRow> = sqlx::query_as(concat!(
+            "UPDATE jobs SET state = ?3, last_error = CASE WHEN ?4 = '' THEN last_error ELSE ?4 END, \
+             end_time = ?5, update_time = ?5, version = version + 1, lease_owner = NULL, \
+             lease_expires = 0 WHERE id = ?1 AND lease_epoch = ?2 AND state = 2 RETURNING ",
+            job_columns!()
+        ))
+        .bind(lease.job_id.to_string())
+        .bind(lease.epoch)
+        .bind(state as i64)
+        .bind(last_error)
+        .bind(now_micros())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| lease_lost(lease))?.into_job()
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET lease_owner = NULL, lease_expires = 0 \
+             WHERE id = ?1 AND lease_epoch = ?2 AND state = 2",
+        )
+        .bind(lease.job_id.to_string())
+        .bind(lease.epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
