@@ -1,10 +1,11 @@
-//! The org-server binary: parse flags, set up logging, bind, run.
+//! The org-server binary: parse flags, set up logging, open storage, bind,
+//! announce the address, serve.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use org_server::{Config, run, shutdown_signal};
+use org_server::{Config, OrgServer, shutdown_signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -17,6 +18,14 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    let shutdown = shutdown_signal();
+    let server = match OrgServer::build(config.clone()).await {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -30,7 +39,7 @@ async fn main() -> ExitCode {
         let _ = writeln!(stdout, "listening {addr}");
         let _ = stdout.flush();
     }
-    match run(listener, config, shutdown_signal()).await {
+    match server.serve(listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");

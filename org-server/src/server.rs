@@ -42,147 +42,187 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves on `listener` until `shutdown` completes, then drains within the
-/// configured grace period. Tests call this with a listener on port 0.
+/// A fully wired org-server whose storage is open and migrated, ready to
+/// serve. Building before binding means a bad `--database` fails the
+/// process before it announces an address.
+pub struct OrgServer {
+    config: Config,
+    app: Arc<App>,
+    pool: Option<Arc<WorkerPool>>,
+    stop: CancellationToken,
+}
+
+impl OrgServer {
+    pub async fn build(config: Config) -> Result<OrgServer, ServeError> {
+        let store = store::open(
+            &config.database,
+            &StoreOptions {
+                max_connections: config.db_max_connections,
+            },
+        )
+        .await?;
+        let auth = Arc::new(GrpcAuthGateway::new(
+            &config.auth_endpoint,
+            config.auth_timeout,
+        )?);
+        let hub = WatchHub::new();
+        let running = Arc::new(RunningJobs::default());
+        let wakeup = Arc::new(Wakeup::default());
+        let stop = CancellationToken::new();
+        let app = Arc::new(App::new(
+            Arc::clone(&store),
+            Arc::clone(&hub),
+            Arc::clone(&running),
+            Arc::clone(&wakeup),
+            stop.clone(),
+        ));
+        let pool = (config.workers > 0).then(|| {
+            Arc::new(WorkerPool {
+                runner: Arc::new(Runner {
+                    store: Arc::clone(&store),
+                    auth,
+                    hub: Arc::clone(&hub),
+                    config: RunnerConfig {
+                        batch_size: usize::from(config.batch_size),
+                        parallelism: usize::from(config.parallelism),
+                        max_attempts: usize::try_from(config.retry_max_attempts)
+                            .unwrap_or(usize::MAX),
+                        initial_backoff: config.retry_initial_backoff,
+                        max_backoff: config.retry_max_backoff,
+                    },
+                }),
+                running,
+                wakeup,
+                config: WorkerConfig {
+                    workers: config.workers,
+                    lease: config.lease,
+                    poll_interval: config.poll_interval,
+                    owner: format!("org-server-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+                },
+            })
+        });
+        Ok(OrgServer {
+            config,
+            app,
+            pool,
+            stop,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains within
+    /// the configured grace period.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let OrgServer {
+            config,
+            app,
+            pool,
+            stop,
+        } = self;
+        let pool_task = pool.map(|pool| tokio::spawn(pool.run(stop.clone())));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<OrgServiceServer<OrgGrpc>>().await;
+        health.set_serving::<JobServiceServer<JobGrpc>>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let begin_shutdown = {
+            let stop = stop.clone();
+            async move {
+                shutdown.await;
+                info!("shutting down: health NOT_SERVING, draining");
+                health.set_not_serving::<OrgServiceServer<OrgGrpc>>().await;
+                health.set_not_serving::<JobServiceServer<JobGrpc>>().await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                stop.cancel();
+            }
+        };
+
+        let local_addr = listener.local_addr().ok();
+        info!(addr = ?local_addr, workers = config.workers, "org-server serving");
+        let serve = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(OrgServiceServer::new(OrgGrpc {
+                app: Arc::clone(&app),
+            }))
+            .add_service(JobServiceServer::new(JobGrpc { app }))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), begin_shutdown);
+        let mut serve = std::pin::pin!(serve);
+
+        tokio::select! {
+            result = &mut serve => {
+                // The server ended without a shutdown request: an error.
+                stop.cancel();
+                result?;
+            }
+            () = stop.cancelled() => {
+                let drain = async {
+                    let served = serve.await;
+                    if let Some(pool) = pool_task
+                        && let Err(err) = pool.await
+                    {
+                        warn!(error = %err, "worker pool task failed");
+                    }
+                    served
+                };
+                match tokio::time::timeout(config.shutdown_grace, drain).await {
+                    Ok(served) => served?,
+                    Err(_) => warn!(grace = ?config.shutdown_grace, "grace period elapsed; exiting with work still open"),
+                }
+            }
+        }
+        info!("org-server stopped");
+        Ok(())
+    }
+}
+
+/// Builds and serves: what tests use with a listener on port 0.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let store = store::open(
-        &config.database,
-        &StoreOptions {
-            max_connections: config.db_max_connections,
-        },
-    )
-    .await?;
-    let auth = Arc::new(GrpcAuthGateway::new(
-        &config.auth_endpoint,
-        config.auth_timeout,
-    )?);
-    let hub = WatchHub::new();
-    let running = Arc::new(RunningJobs::default());
-    let wakeup = Arc::new(Wakeup::default());
-    let stop = CancellationToken::new();
-
-    let app = Arc::new(App::new(
-        Arc::clone(&store),
-        Arc::clone(&hub),
-        Arc::clone(&running),
-        Arc::clone(&wakeup),
-        stop.clone(),
-    ));
-
-    let pool_task = (config.workers > 0).then(|| {
-        let pool = Arc::new(WorkerPool {
-            runner: Arc::new(Runner {
-                store: Arc::clone(&store),
-                auth,
-                hub: Arc::clone(&hub),
-                config: RunnerConfig {
-                    batch_size: usize::from(config.batch_size),
-                    parallelism: usize::from(config.parallelism),
-                    max_attempts: usize::try_from(config.retry_max_attempts).unwrap_or(usize::MAX),
-                    initial_backoff: config.retry_initial_backoff,
-                    max_backoff: config.retry_max_backoff,
-                },
-            }),
-            running,
-            wakeup,
-            config: WorkerConfig {
-                workers: config.workers,
-                lease: config.lease,
-                poll_interval: config.poll_interval,
-                owner: format!("org-server-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
-            },
-        });
-        tokio::spawn(pool.run(stop.clone()))
-    });
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<OrgServiceServer<OrgGrpc>>().await;
-    health.set_serving::<JobServiceServer<JobGrpc>>().await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
-    let begin_shutdown = {
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            info!("shutting down: health NOT_SERVING, draining");
-            health.set_not_serving::<OrgServiceServer<OrgGrpc>>().await;
-            health.set_not_serving::<JobServiceServer<JobGrpc>>().await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            stop.cancel();
-        }
-    };
-
-    let local_addr = listener.local_addr().ok();
-    info!(addr = ?local_addr, workers = config.workers, "org-server serving");
-    let serve = Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(OrgServiceServer::new(OrgGrpc {
-            app: Arc::clone(&app),
-        }))
-        .add_service(JobServiceServer::new(JobGrpc { app }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), begin_shutdown);
-    let mut serve = std::pin::pin!(serve);
-
-    tokio::select! {
-        result = &mut serve => {
-            // The server ended without a shutdown request: an error.
-            stop.cancel();
-            result?;
-        }
-        () = stop.cancelled() => {
-            let drain = async {
-                let served = serve.await;
-                if let Some(pool) = pool_task
-                    && let Err(err) = pool.await
-                {
-                    warn!(error = %err, "worker pool task failed");
-                }
-                served
-            };
-            match tokio::time::timeout(config.shutdown_grace, drain).await {
-                Ok(served) => served?,
-                Err(_) => warn!(grace = ?config.shutdown_grace, "grace period elapsed; exiting with work still open"),
-            }
-        }
-    }
-    info!("org-server stopped");
-    Ok(())
+    OrgServer::build(config)
+        .await?
+        .serve(listener, shutdown)
+        .await
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+/// Completes on the first SIGINT or SIGTERM. The handlers are installed
+/// when this is called, not when the future is first polled, so a signal
+/// sent right after the address is announced is not lost (nor fatal).
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot install signal handlers; stop the process with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("received SIGTERM"),
-        _ = int.recv() => info!("received SIGINT"),
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            warn!("cannot install signal handlers; stop the process with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("received SIGTERM"),
+            _ = int.recv() => info!("received SIGINT"),
+        }
     }
 }

@@ -1,1 +1,396 @@
-//! placeholder
+//! Harness for the end-to-end tests: starts real `auth-server` and
+//! `org-server` processes on 127.0.0.1 port 0, each with its own SQLite
+//! files in a temporary directory, and hands out gRPC clients.
+//!
+//! The binaries are taken from the cargo target directory next to the test
+//! executable (`cargo test --workspace` builds them), or from
+//! `ORGAUTH_BIN_DIR`. Each server's log goes to a file in the stack's
+//! directory; set `TEST_LOG=1` to have it echoed when the server is dropped.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use orgauth_proto::auth::v1 as authpb;
+use orgauth_proto::auth::v1::auth_service_client::AuthServiceClient;
+use orgauth_proto::org::v1 as pb;
+use orgauth_proto::org::v1::job_service_client::JobServiceClient;
+use orgauth_proto::org::v1::org_service_client::OrgServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Where the workspace's binaries are.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ORGAUTH_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    // target/<profile>/deps/<test-exe> -> target/<profile>
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run the tests with `cargo test --workspace` (which builds it) \
+         or set ORGAUTH_BIN_DIR",
+        path.display()
+    );
+    path
+}
+
+/// A server process. Killed (SIGKILL) when dropped.
+pub struct Server {
+    pub name: &'static str,
+    child: Child,
+    pub addr: SocketAddr,
+    pub log_path: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl Server {
+    /// Starts `name` with `args` and waits for its `listening ADDR` line.
+    pub fn spawn(name: &'static str, args: Vec<String>, envs: Vec<(String, String)>, log_path: PathBuf) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("open server log");
+        let mut child = Command::new(bin(name))
+            .args(&args)
+            .envs(envs.iter().map(|(k, v)| (k, v)))
+            .env_remove("ORG_SERVER_LISTEN")
+            .env_remove("AUTH_SERVER_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawn {name}: {err}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "{name} did not report its address; log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+        };
+        let addr = line
+            .strip_prefix("listening ")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"));
+        Server {
+            name,
+            child,
+            addr,
+            log_path,
+            args,
+            envs,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn channel(&self) -> Channel {
+        connect(&self.endpoint()).await
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// kill -9: no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Starts the same binary again with the same flags and environment,
+    /// on the same address (so clients can reconnect).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let mut args = self.args.clone();
+        if let Some(i) = args.iter().position(|a| a == "--listen") {
+            args[i + 1] = self.addr.to_string();
+        }
+        let next = Server::spawn(self.name, args, self.envs.clone(), self.log_path.clone());
+        *self = next;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::env::var_os("TEST_LOG").is_some() {
+            eprintln!("----- {} log -----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// Connects to `endpoint`, retrying briefly while the server starts.
+pub async fn connect(endpoint: &str) -> Channel {
+    let endpoint = Endpoint::from_shared(endpoint.to_owned()).expect("endpoint");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return channel,
+            Err(err) if Instant::now() < deadline => {
+                let _ = err;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("connect {endpoint:?}: {err}"),
+        }
+    }
+}
+
+/// How to start a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub workers: usize,
+    pub batch_size: usize,
+    pub parallelism: usize,
+    /// Extra org-server flags.
+    pub org_args: Vec<String>,
+    /// Extra org-server environment (e.g. RUST_LOG).
+    pub org_env: Vec<(String, String)>,
+    /// Point org-server at this Auth endpoint instead of the stack's.
+    pub auth_endpoint: Option<String>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        StackOptions {
+            workers: 4,
+            batch_size: 500,
+            parallelism: 4,
+            org_args: Vec::new(),
+            org_env: Vec::new(),
+            auth_endpoint: None,
+        }
+    }
+}
+
+/// An auth-server and an org-server wired together.
+pub struct Stack {
+    pub org: Server,
+    pub auth: Server,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Stack::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Stack {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let auth = Server::spawn(
+            "auth-server",
+            vec![
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--database".into(),
+                format!("sqlite://{}", dir.path().join("auth.db").display()),
+            ],
+            vec![],
+            dir.path().join("auth.log"),
+        );
+        let auth_endpoint = options.auth_endpoint.clone().unwrap_or_else(|| auth.endpoint());
+        let mut args = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--database".into(),
+            format!("sqlite://{}", dir.path().join("org.db").display()),
+            "--auth-endpoint".into(),
+            auth_endpoint,
+            "--workers".into(),
+            options.workers.to_string(),
+            "--batch-size".into(),
+            options.batch_size.to_string(),
+            "--parallelism".into(),
+            options.parallelism.to_string(),
+        ];
+        args.extend(options.org_args.iter().cloned());
+        let org = Server::spawn("org-server", args, options.org_env.clone(), dir.path().join("org.log"));
+        Stack { org, auth, dir }
+    }
+
+    pub async fn orgs(&self) -> OrgServiceClient<Channel> {
+        OrgServiceClient::new(self.org.channel().await)
+    }
+
+    pub async fn jobs(&self) -> JobServiceClient<Channel> {
+        JobServiceClient::new(self.org.channel().await)
+    }
+
+    pub async fn authz(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.auth.channel().await)
+    }
+
+    /// Creates an org that allows custom SSO, waits for Auth to mirror the
+    /// policy, then adds `members` members and links each in Auth.
+    pub async fn seed_linked_org(&self, org_id: &str, members: usize) -> pb::Org {
+        let mut orgs = self.orgs().await;
+        let created = orgs
+            .create_org(pb::CreateOrgRequest {
+                org: Some(pb::Org {
+                    id: org_id.into(),
+                    display_name: format!("Org {org_id}"),
+                    allow_custom_sso: true,
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .expect("create org")
+            .into_inner();
+        let job = watch_to_end(&mut self.jobs().await, &created.job_id).await;
+        assert_eq!(job.last().expect("states").state, pb::JobState::Succeeded as i32);
+        let ids: Vec<String> = (0..members).map(member_id).collect();
+        let mut authz = self.authz().await;
+        for chunk in ids.chunks(1000) {
+            orgs.add_members(pb::AddMembersRequest {
+                org_id: org_id.into(),
+                members: chunk
+                    .iter()
+                    .map(|id| pb::Member {
+                        id: id.clone(),
+                        email: format!("{id}@example.com"),
+                    })
+                    .collect(),
+            })
+            .await
+            .expect("add members");
+            authz
+                .link_sso(authpb::LinkSsoRequest {
+                    org_id: org_id.into(),
+                    member_ids: chunk.to_vec(),
+                })
+                .await
+                .expect("link sso");
+        }
+        orgs.get_org(pb::GetOrgRequest {
+            org_id: org_id.into(),
+        })
+        .await
+        .expect("get org")
+        .into_inner()
+        .org
+        .expect("org")
+    }
+
+    /// How many SSO connections Auth holds for the org.
+    pub async fn connections(&self, org_id: &str) -> i64 {
+        self.authz()
+            .await
+            .list_sso_connections(authpb::ListSsoConnectionsRequest {
+                org_id: org_id.into(),
+                page_size: 1,
+                page_token: String::new(),
+            })
+            .await
+            .expect("list connections")
+            .into_inner()
+            .total_size
+    }
+}
+
+pub fn member_id(i: usize) -> String {
+    format!("m{i:07}")
+}
+
+/// UpdateOrg setting allow_custom_sso.
+pub fn set_allow_request(org_id: &str, allow: bool) -> pb::UpdateOrgRequest {
+    pb::UpdateOrgRequest {
+        org: Some(pb::Org {
+            id: org_id.into(),
+            allow_custom_sso: allow,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["allow_custom_sso".into()],
+        }),
+        request_id: String::new(),
+    }
+}
+
+/// Every state WatchJob sends until the stream ends (bounded: 5 minutes).
+pub async fn watch_to_end(jobs: &mut JobServiceClient<Channel>, job_id: &str) -> Vec<pb::Job> {
+    let mut stream = jobs
+        .watch_job(pb::WatchJobRequest {
+            job_id: job_id.into(),
+            since_version: 0,
+        })
+        .await
+        .expect("watch job")
+        .into_inner();
+    let mut states = Vec::new();
+    let collect = async {
+        while let Some(message) = stream.next().await {
+            let job = message.expect("watch stream item").job.expect("job");
+            states.push(job);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), collect)
+        .await
+        .expect("job did not end within 5 minutes");
+    states
+}
+
+/// Asserts that progress never went backwards across watched states.
+pub fn assert_monotonic(states: &[pb::Job]) {
+    for pair in states.windows(2) {
+        assert!(pair[0].version < pair[1].version, "versions must increase: {} then {}", pair[0].version, pair[1].version);
+        assert!(
+            pair[0].processed_members <= pair[1].processed_members,
+            "processed_members went backwards: {} then {}",
+            pair[0].processed_members,
+            pair[1].processed_members
+        );
+    }
+}
