@@ -16,5 +16,16 @@ if [ ! -x "$venv/bin/grpcurl" ] || ! "$venv/bin/python" -c 'import grpc, grpc_to
 fi
 export ORGAUTH_TOOLS_BIN="$PWD/$venv/bin"
 
+# buf, from the npm registry, checks the protos against buf's standard lint
+# rules (DESIGN.md requires them to pass with no exceptions).
+buf_dir=target/tools-node
+if [ ! -x "$buf_dir/node_modules/.bin/buf" ]; then
+    echo "==> installing buf into $buf_dir"
+    mkdir -p "$buf_dir"
+    npm install --silent --prefix "$buf_dir" @bufbuild/buf >/dev/null
+fi
+echo "==> buf lint proto/"
+(cd proto && "../$buf_dir/node_modules/.bin/buf" lint)
+
 echo "==> cargo test --workspace"
 cargo test --workspace "$@"

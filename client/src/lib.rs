@@ -1,1 +1,101 @@
-//! placeholder
+//! Rust client for orgauth: the generated gRPC types and stubs, plus a
+//! friendly layer over them.
+//!
+//! # Three ways to call
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//! use orgauth_client::{OrgClient, UpdateOrg, job_state_name};
+//!
+//! # async fn example() -> Result<(), orgauth_client::ClientError> {
+//! // Connects with retries (10 s by default); the client is a cheap clone.
+//! let client = OrgClient::connect("http://127.0.0.1:50051").await?;
+//!
+//! // 1. Synchronous: change the setting and wait for its job to end.
+//! let (org, job) = client
+//!     .update_org_and_wait(UpdateOrg::new("acme").allow_custom_sso(false))
+//!     .await?;
+//! if let Some(job) = job {
+//!     println!("{}: job {} {}", org.id, job.id, job_state_name(job.state()));
+//! }
+//!
+//! // 2. Asynchronous: get the job id at once, watch it (or wait) later.
+//! let change = client
+//!     .update_org(UpdateOrg::new("acme").allow_custom_sso(true))
+//!     .await?;
+//! if let Some(job_id) = change.job_id {
+//!     // The stream survives a server restart: it resumes from the last
+//!     // version seen and ends after the terminal state.
+//!     let mut updates = client.watch_job(job_id);
+//!     while let Some(job) = updates.next().await {
+//!         let job = job?;
+//!         println!("{} {}/{}", job_state_name(job.state()), job.processed_members, job.total_members);
+//!     }
+//! }
+//!
+//! // 3. Parallel: many calls in flight at once over one connection.
+//! let mut tasks = tokio::task::JoinSet::new();
+//! for org_id in ["org-a", "org-b", "org-c"] {
+//!     let client = client.clone();
+//!     tasks.spawn(async move {
+//!         let change = client
+//!             .update_org(UpdateOrg::new(org_id).allow_custom_sso(false))
+//!             .await?;
+//!         match change.job_id {
+//!             Some(job_id) => client.wait_for_job_success(&job_id).await.map(Some),
+//!             None => Ok(None),
+//!         }
+//!     });
+//! }
+//! while let Some(finished) = tasks.join_next().await {
+//!     let job = finished.expect("task panicked")?;
+//!     println!("{:?}", job.map(|job| job.id));
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`connect`]: endpoint parsing and connecting with backoff ([`ConnectOptions`]).
+//! - [`org_client`]: [`OrgClient`] (OrgService + JobService), [`CreateOrg`], [`UpdateOrg`].
+//! - [`watch`]: the reconnecting `WatchJob` stream ([`WatchOptions`]).
+//! - [`auth_client`]: [`AuthClient`] (AuthService).
+//! - [`job`]: job state names, the terminal-state rule, [`ensure_succeeded`].
+//! - [`page`]: [`Page`], one page of a list RPC.
+//! - [`error`]: [`ClientError`], and the gRPC code names.
+//! - [`org`], [`auth`] (as in `orgauth-proto`) and the shorter [`pb::org`],
+//!   [`pb::auth`]: the generated code, for everything the friendly layer
+//!   leaves out. The generated stubs are also at hand through
+//!   [`OrgClient::org_service`], [`OrgClient::job_service`] and
+//!   [`AuthClient::auth_service`].
+
+pub mod auth_client;
+pub mod connect;
+pub mod error;
+pub mod job;
+pub mod org_client;
+pub mod page;
+pub mod watch;
+
+/// The generated protobuf code, by package.
+pub mod pb {
+    /// `orgauth.auth.v1`: `AuthService` and its messages.
+    pub use orgauth_proto::auth::v1 as auth;
+    /// `orgauth.org.v1`: `OrgService`, `JobService` and their messages.
+    pub use orgauth_proto::org::v1 as org;
+    /// Well-known protobuf types (`Timestamp`, `FieldMask`).
+    pub use orgauth_proto::prost_types;
+}
+
+/// The generated code under its protobuf package names (`org::v1`,
+/// `auth::v1`), as `orgauth-proto` lays it out.
+pub use orgauth_proto::{auth, org};
+
+pub use auth_client::AuthClient;
+pub use connect::{ConnectOptions, normalize_endpoint};
+pub use error::{ClientError, Result, code_name};
+pub use job::{ensure_succeeded, is_terminal, job_kind_name, job_state_name, parse_job_state};
+pub use org_client::{CreateOrg, OrgChange, OrgClient, UpdateOrg};
+pub use page::Page;
+pub use watch::WatchOptions;

@@ -1,1 +1,15 @@
-fn main() {}
+//! `orgctl`: the command-line client of orgauth. Parsing, commands and
+//! output live in [`cli`]; this file only wires them to the runtime.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging();
+    cli::run(args).await
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The main job, end to end on embedded SQLite:
+#   1. builds the release binaries,
+#   2. starts auth-server and org-server as real processes on free ports,
+#   3. creates a demo org that allows custom SSO, adds MEMBERS members and
+#      links each one's custom SSO in Auth,
+#   4. flips allow_custom_sso off with UpdateOrg (its latency is printed),
+#   5. watches the unlink job live to completion,
+#   6. checks that Auth has no SSO connection left for the org.
+# Everything lives in a temporary directory that is removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MEMBERS="${MEMBERS:-30000}"
+ORG="${ORG:-demo}"
+
+echo "==> building release binaries"
+cargo build --release --quiet -p auth-server -p org-server -p orgauth-client
+bin="$PWD/target/release"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# start NAME ARGS...: runs a server in the background and prints the address
+# from its `listening ADDR` line.
+start() {
+    local name="$1"; shift
+    "$bin/$name" "$@" >"$work/$name.out" 2>"$work/$name.log" &
+    pids+=("$!")
+    for _ in $(seq 1 300); do
+        if grep -q '^listening ' "$work/$name.out" 2>/dev/null; then
+            sed -n 's/^listening //p' "$work/$name.out" | head -n 1
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "error: $name did not start; its log:" >&2
+    cat "$work/$name.log" >&2
+    return 1
+}
+
+echo "==> starting auth-server and org-server (data in $work)"
+auth_addr="$(start auth-server --listen 127.0.0.1:0 --database "sqlite://$work/auth.db")"
+org_addr="$(start org-server --listen 127.0.0.1:0 --database "sqlite://$work/org.db" \
+    --auth-endpoint "http://$auth_addr" --workers 4)"
+echo "    auth-server on $auth_addr, org-server on $org_addr"
+export ORGCTL_ENDPOINT="http://$org_addr" ORGCTL_AUTH_ENDPOINT="http://$auth_addr"
+orgctl() { "$bin/orgctl" "$@"; }
+
+echo "==> creating org '$ORG' with custom SSO allowed (a job sets Auth's policy)"
+orgctl org create --id "$ORG" --display-name "Demo Org" --allow-custom-sso true --watch
+
+echo "==> adding $MEMBERS members and linking each one's custom SSO in Auth"
+orgctl member seed "$ORG" --count "$MEMBERS" --link
+linked="$(orgctl auth connections "$ORG" --count)"
+echo "    Auth holds $linked SSO connections for '$ORG'"
+
+echo "==> turning allow_custom_sso off: UpdateOrg returns at once, a worker unlinks"
+orgctl org update "$ORG" --allow-custom-sso false --watch
+
+left="$(orgctl auth connections "$ORG" --count)"
+echo "==> Auth holds $left SSO connections for '$ORG' after the job"
+if [ "$left" != "0" ]; then
+    echo "error: expected no connection left" >&2
+    exit 1
+fi
+echo "==> done: every member's custom SSO connection was unlinked"
