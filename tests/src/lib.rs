@@ -57,7 +57,12 @@ pub struct Server {
 
 impl Server {
     /// Starts `name` with `args` and waits for its `listening ADDR` line.
-    pub fn spawn(name: &'static str, args: Vec<String>, envs: Vec<(String, String)>, log_path: PathBuf) -> Server {
+    pub fn spawn(
+        name: &'static str,
+        args: Vec<String>,
+        envs: Vec<(String, String)>,
+        log_path: PathBuf,
+    ) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -240,7 +245,10 @@ impl Stack {
             vec![],
             dir.path().join("auth.log"),
         );
-        let auth_endpoint = options.auth_endpoint.clone().unwrap_or_else(|| auth.endpoint());
+        let auth_endpoint = options
+            .auth_endpoint
+            .clone()
+            .unwrap_or_else(|| auth.endpoint());
         let mut args = vec![
             "--listen".into(),
             "127.0.0.1:0".into(),
@@ -256,7 +264,12 @@ impl Stack {
             options.parallelism.to_string(),
         ];
         args.extend(options.org_args.iter().cloned());
-        let org = Server::spawn("org-server", args, options.org_env.clone(), dir.path().join("org.log"));
+        let org = Server::spawn(
+            "org-server",
+            args,
+            options.org_env.clone(),
+            dir.path().join("org.log"),
+        );
         Stack { org, auth, dir }
     }
 
@@ -290,7 +303,10 @@ impl Stack {
             .expect("create org")
             .into_inner();
         let job = watch_to_end(&mut self.jobs().await, &created.job_id).await;
-        assert_eq!(job.last().expect("states").state, pb::JobState::Succeeded as i32);
+        assert_eq!(
+            job.last().expect("states").state,
+            pb::JobState::Succeeded as i32
+        );
         let ids: Vec<String> = (0..members).map(member_id).collect();
         let mut authz = self.authz().await;
         for chunk in ids.chunks(1000) {
@@ -385,7 +401,12 @@ pub async fn watch_to_end(jobs: &mut JobServiceClient<Channel>, job_id: &str) ->
 /// Asserts that progress never went backwards across watched states.
 pub fn assert_monotonic(states: &[pb::Job]) {
     for pair in states.windows(2) {
-        assert!(pair[0].version < pair[1].version, "versions must increase: {} then {}", pair[0].version, pair[1].version);
+        assert!(
+            pair[0].version < pair[1].version,
+            "versions must increase: {} then {}",
+            pair[0].version,
+            pair[1].version
+        );
         assert!(
             pair[0].processed_members <= pair[1].processed_members,
             "processed_members went backwards: {} then {}",

@@ -1,0 +1,598 @@
+//! The SQLite backend: one file, no setup.
+//!
+//! Durability is not traded for speed: WAL with `synchronous=FULL`, so an
+//! acknowledged unlink or policy change survives power loss. Read-then-write
+//! transactions start with `BEGIN IMMEDIATE`, taking the write lock before
+//! the read, so the policy LinkSso checks cannot change before it commits.
+//! Batches travel as one JSON array parameter expanded by `json_each`, so a
+//! 1,000-member write is one statement, not 1,000 round trips.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+use tracing::info;
+
+use super::{AuthStore, LoginFacts};
+use crate::domain::{LinkBatch, MemberId, Micros, OrgId, SsoConnection, SsoPolicy};
+use crate::error::AuthError;
+
+/// Pooled connections. SQLite runs one writer at a time whatever this is;
+/// the rest serve reads (ListSsoConnections, CheckSsoLogin) alongside it.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// How long a statement waits for another connection's write lock before
+/// failing with SQLITE_BUSY (answered as UNAVAILABLE, so callers retry).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Members per INSERT when seeding: keeps each statement's JSON parameter to
+/// a few hundred kilobytes however many members are seeded.
+const SEED_CHUNK: usize = 10_000;
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database file at `path`, creating it and its parent
+    /// directories if missing, and applies pending migrations.
+    pub async fn open(path: &Path) -> Result<Self, AuthError> {
+        Self::open_with(path, BUSY_TIMEOUT).await
+    }
+
+    async fn open_with(path: &Path, busy_timeout: Duration) -> Result<Self, AuthError> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|source| AuthError::CreateDir {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        info!(path = %path.display(), "opened sqlite database");
+        Ok(SqliteStore { pool })
+    }
+
+    /// A transaction holding the write lock from its first statement.
+    async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>, AuthError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+/// A batch of member ids as the JSON array `json_each` expands.
+fn json_array(member_ids: &[MemberId]) -> Result<String, AuthError> {
+    let ids: Vec<&str> = member_ids.iter().map(MemberId::as_str).collect();
+    serde_json::to_string(&ids)
+        .map_err(|err| AuthError::Internal(format!("cannot encode member ids as JSON: {err}")))
+}
+
+/// Parses a member id read back from the database. Every stored id was
+/// validated on the way in, so a failure here means corruption.
+fn stored_member_id(value: String) -> Result<MemberId, AuthError> {
+    MemberId::new(value)
+        .map_err(|reason| AuthError::Internal(format!("stored member id does not parse: {reason}")))
+}
+
+#[derive(sqlx::FromRow)]
+struct PolicyRow {
+    allow_custom_sso: bool,
+    update_time: i64,
+}
+
+impl PolicyRow {
+    fn into_policy(self, org_id: &OrgId) -> SsoPolicy {
+        SsoPolicy {
+            org_id: org_id.clone(),
+            allow_custom_sso: self.allow_custom_sso,
+            update_time: Some(self.update_time),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ConnectionRow {
+    member_id: String,
+    create_time: i64,
+}
+
+#[async_trait]
+impl AuthStore for SqliteStore {
+    async fn set_policy(
+        &self,
+        org_id: &OrgId,
+        allow_custom_sso: bool,
+        now: Micros,
+    ) -> Result<SsoPolicy, AuthError> {
+        let row: PolicyRow = sqlx::query_as(
+            "INSERT INTO sso_policies (org_id, allow_custom_sso, update_time) \
+             VALUES (?1, ?2, ?3) \
+             ON CONFLICT (org_id) DO UPDATE SET \
+                 allow_custom_sso = excluded.allow_custom_sso, \
+                 update_time = excluded.update_time \
+             RETURNING allow_custom_sso, update_time",
+        )
+        .bind(org_id.as_str())
+        .bind(allow_custom_sso)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.into_policy(org_id))
+    }
+
+    async fn get_policy(&self, org_id: &OrgId) -> Result<Option<SsoPolicy>, AuthError> {
+        let row: Option<PolicyRow> = sqlx::query_as(
+            "SELECT allow_custom_sso, update_time FROM sso_policies WHERE org_id = ?1",
+        )
+        .bind(org_id.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| row.into_policy(org_id)))
+    }
+
+    async fn link(
+        &self,
+        org_id: &OrgId,
+        members: &LinkBatch,
+        now: Micros,
+    ) -> Result<u64, AuthError> {
+        // IMMEDIATE: the policy read and the inserts commit as one step with
+        // no writer in between, so a SetOrgSsoPolicy(false) that committed
+        // first is seen, and one that commits later sees these links (and
+        // the unlink job that follows it removes them).
+        let mut tx = self.begin_immediate().await?;
+        let allowed: Option<bool> =
+            sqlx::query_scalar("SELECT allow_custom_sso FROM sso_policies WHERE org_id = ?1")
+                .bind(org_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if allowed != Some(true) {
+            // Dropping `tx` rolls back; nothing was written.
+            return Err(AuthError::CustomSsoDisallowed {
+                org_id: org_id.to_string(),
+            });
+        }
+        // `WHERE true` is SQLite's documented way to keep ON CONFLICT from
+        // parsing as a join constraint after `FROM json_each(...)`.
+        let linked = sqlx::query(
+            "INSERT INTO sso_connections (org_id, member_id, create_time) \
+             SELECT ?1, value, ?3 FROM json_each(?2) WHERE true \
+             ON CONFLICT (org_id, member_id) DO NOTHING",
+        )
+        .bind(org_id.as_str())
+        .bind(json_array(members.ids())?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(linked)
+    }
+
+    async fn unlink(
+        &self,
+        org_id: &OrgId,
+        member_ids: &[MemberId],
+    ) -> Result<Vec<MemberId>, AuthError> {
+        // One statement is one implicit transaction: all of the batch or
+        // none of it. The plan probes the primary key once per id (see the
+        // test `unlink_probes_the_primary_key`), so the cost is the batch's
+        // size, not the org's.
+        let deleted: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM sso_connections \
+             WHERE org_id = ?1 AND member_id IN (SELECT value FROM json_each(?2)) \
+             RETURNING member_id",
+        )
+        .bind(org_id.as_str())
+        .bind(json_array(member_ids)?)
+        .fetch_all(&self.pool)
+        .await?;
+        deleted.into_iter().map(stored_member_id).collect()
+    }
+
+    async fn list_connections(
+        &self,
+        org_id: &OrgId,
+        after: Option<&MemberId>,
+        limit: u32,
+    ) -> Result<Vec<SsoConnection>, AuthError> {
+        // The empty string sorts before every valid member id.
+        let after = after.map_or("", MemberId::as_str);
+        let rows: Vec<ConnectionRow> = sqlx::query_as(
+            "SELECT member_id, create_time FROM sso_connections \
+             WHERE org_id = ?1 AND member_id > ?2 \
+             ORDER BY member_id LIMIT ?3",
+        )
+        .bind(org_id.as_str())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(SsoConnection {
+                    org_id: org_id.clone(),
+                    member_id: stored_member_id(row.member_id)?,
+                    create_time: row.create_time,
+                })
+            })
+            .collect()
+    }
+
+    async fn count_connections(&self, org_id: &OrgId) -> Result<u64, AuthError> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sso_connections WHERE org_id = ?1")
+                .bind(org_id.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+        u64::try_from(count)
+            .map_err(|_| AuthError::Internal(format!("negative connection count {count}")))
+    }
+
+    async fn login_facts(
+        &self,
+        org_id: &OrgId,
+        member_id: &MemberId,
+    ) -> Result<LoginFacts, AuthError> {
+        // One statement, so both facts come from the same snapshot.
+        let (policy_allows, linked): (bool, bool) = sqlx::query_as(
+            "SELECT \
+                 COALESCE((SELECT allow_custom_sso FROM sso_policies WHERE org_id = ?1), 0), \
+                 EXISTS (SELECT 1 FROM sso_connections WHERE org_id = ?1 AND member_id = ?2)",
+        )
+        .bind(org_id.as_str())
+        .bind(member_id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(LoginFacts {
+            policy_allows,
+            linked,
+        })
+    }
+
+    async fn seed_connections(
+        &self,
+        org_id: &OrgId,
+        member_ids: &[MemberId],
+        now: Micros,
+    ) -> Result<u64, AuthError> {
+        let mut tx = self.begin_immediate().await?;
+        let mut linked = 0;
+        for chunk in member_ids.chunks(SEED_CHUNK) {
+            linked += sqlx::query(
+                "INSERT INTO sso_connections (org_id, member_id, create_time) \
+                 SELECT ?1, value, ?3 FROM json_each(?2) WHERE true \
+                 ON CONFLICT (org_id, member_id) DO NOTHING",
+            )
+            .bind(org_id.as_str())
+            .bind(json_array(chunk)?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(linked)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::UnlinkBatch;
+
+    async fn store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("auth.db"))
+            .await
+            .unwrap();
+        (store, dir)
+    }
+
+    fn org(id: &str) -> OrgId {
+        OrgId::parse(id.to_owned()).unwrap()
+    }
+
+    fn member(id: &str) -> MemberId {
+        MemberId::new(id.to_owned()).unwrap()
+    }
+
+    fn members(ids: &[&str]) -> Vec<MemberId> {
+        ids.iter().map(|id| member(id)).collect()
+    }
+
+    fn batch(ids: &[&str]) -> LinkBatch {
+        LinkBatch::parse(ids.iter().map(|&id| id.to_owned()).collect()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn open_creates_missing_directories_and_is_reopenable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/deeper/auth.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.set_policy(&org("acme"), true, 1).await.unwrap();
+        store.close().await;
+
+        // Migrations already applied are skipped; data survives.
+        let store = SqliteStore::open(&path).await.unwrap();
+        let policy = store.get_policy(&org("acme")).await.unwrap().unwrap();
+        assert!(policy.allow_custom_sso);
+    }
+
+    #[tokio::test]
+    async fn pragmas_favour_durability() {
+        let (store, _dir) = store().await;
+        let mut conn = store.pool.acquire().await.unwrap();
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        assert_eq!(synchronous, 2, "synchronous=FULL");
+        assert_eq!(foreign_keys, 1);
+    }
+
+    #[tokio::test]
+    async fn policies_are_upserted() {
+        let (store, _dir) = store().await;
+        let acme = org("acme");
+        assert_eq!(store.get_policy(&acme).await.unwrap(), None);
+
+        let set = store.set_policy(&acme, true, 10).await.unwrap();
+        assert_eq!(
+            set,
+            SsoPolicy {
+                org_id: acme.clone(),
+                allow_custom_sso: true,
+                update_time: Some(10)
+            }
+        );
+        let set = store.set_policy(&acme, false, 20).await.unwrap();
+        assert!(!set.allow_custom_sso);
+        assert_eq!(store.get_policy(&acme).await.unwrap(), Some(set));
+    }
+
+    #[tokio::test]
+    async fn link_is_refused_for_an_unknown_org_and_after_policy_false() {
+        let (store, _dir) = store().await;
+        let acme = org("acme");
+        let err = store.link(&acme, &batch(&["m1"]), 1).await.unwrap_err();
+        assert!(
+            matches!(err, AuthError::CustomSsoDisallowed { .. }),
+            "{err:?}"
+        );
+
+        store.set_policy(&acme, true, 1).await.unwrap();
+        assert_eq!(store.link(&acme, &batch(&["m1"]), 2).await.unwrap(), 1);
+
+        store.set_policy(&acme, false, 3).await.unwrap();
+        let err = store.link(&acme, &batch(&["m2"]), 4).await.unwrap_err();
+        assert!(
+            matches!(err, AuthError::CustomSsoDisallowed { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            store.count_connections(&acme).await.unwrap(),
+            1,
+            "m2 not linked"
+        );
+    }
+
+    #[tokio::test]
+    async fn link_counts_only_new_links() {
+        let (store, _dir) = store().await;
+        let acme = org("acme");
+        store.set_policy(&acme, true, 1).await.unwrap();
+        assert_eq!(
+            store
+                .link(&acme, &batch(&["a", "b", "a"]), 2)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(store.link(&acme, &batch(&["b", "c"]), 3).await.unwrap(), 1);
+        let listed = store.list_connections(&acme, None, 10).await.unwrap();
+        let times: Vec<(&str, Micros)> = listed
+            .iter()
+            .map(|c| (c.member_id.as_str(), c.create_time))
+            .collect();
+        assert_eq!(
+            times,
+            vec![("a", 2), ("b", 2), ("c", 3)],
+            "relinking keeps the first time"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_are_per_org() {
+        let (store, _dir) = store().await;
+        for id in ["acme", "globex"] {
+            store.set_policy(&org(id), true, 1).await.unwrap();
+        }
+        store
+            .link(&org("acme"), &batch(&["m1", "m2"]), 1)
+            .await
+            .unwrap();
+        store
+            .link(&org("globex"), &batch(&["m1"]), 1)
+            .await
+            .unwrap();
+
+        let unlinked = store
+            .unlink(&org("globex"), &members(&["m1", "m2"]))
+            .await
+            .unwrap();
+        assert_eq!(unlinked, members(&["m1"]));
+        assert_eq!(store.count_connections(&org("acme")).await.unwrap(), 2);
+        assert_eq!(store.count_connections(&org("globex")).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn unlink_returns_what_it_deleted_and_replays_delete_nothing() {
+        let (store, _dir) = store().await;
+        let acme = org("acme");
+        store.set_policy(&acme, true, 1).await.unwrap();
+        store.link(&acme, &batch(&["a", "c"]), 1).await.unwrap();
+        store.set_policy(&acme, false, 2).await.unwrap();
+
+        let batch = UnlinkBatch::parse(vec!["c".into(), "b".into(), "a".into()]).unwrap();
+        let mut unlinked = store.unlink(&acme, batch.to_unlink()).await.unwrap();
+        unlinked.sort();
+        assert_eq!(unlinked, members(&["a", "c"]));
+        assert!(
+            store
+                .unlink(&acme, batch.to_unlink())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.count_connections(&acme).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn unlink_probes_the_primary_key() {
+        // Guards the hot path: a plan that scanned the org's connections would
+        // make a 1,000,000-member unlink quadratic.
+        let (store, _dir) = store().await;
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN DELETE FROM sso_connections \
+             WHERE org_id = ?1 AND member_id IN (SELECT value FROM json_each(?2)) \
+             RETURNING member_id",
+        )
+        .bind("acme")
+        .bind("[\"a\"]")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        assert!(
+            details
+                .iter()
+                .any(|d| d.contains("USING PRIMARY KEY (org_id=? AND member_id=?)")),
+            "{details:?}"
+        );
+        assert!(
+            !details
+                .iter()
+                .any(|d| d.starts_with("SCAN sso_connections")),
+            "{details:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pages_walk_member_id_order() {
+        let (store, _dir) = store().await;
+        let acme = org("acme");
+        let ids: Vec<MemberId> = (0..25).rev().map(|i| member(&format!("m{i:03}"))).collect();
+        assert_eq!(store.seed_connections(&acme, &ids, 7).await.unwrap(), 25);
+
+        let first = store.list_connections(&acme, None, 10).await.unwrap();
+        assert_eq!(first.len(), 10);
+        assert_eq!(first[0].member_id.as_str(), "m000");
+        let rest = store
+            .list_connections(&acme, Some(&first[9].member_id), 100)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 15);
+        assert_eq!(rest[0].member_id.as_str(), "m010");
+    }
+
+    #[tokio::test]
+    async fn seeding_ignores_the_policy_and_spans_statements() {
+        let (store, _dir) = store().await;
+        let acme = org("acme");
+        let ids: Vec<MemberId> = (0..SEED_CHUNK + 5)
+            .map(|i| member(&format!("m{i:06}")))
+            .collect();
+        assert_eq!(
+            store.seed_connections(&acme, &ids, 1).await.unwrap(),
+            u64::try_from(ids.len()).unwrap()
+        );
+        assert_eq!(
+            store.seed_connections(&acme, &ids[..3], 1).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            store.count_connections(&acme).await.unwrap(),
+            u64::try_from(ids.len()).unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn login_facts_read_policy_and_link() {
+        let (store, _dir) = store().await;
+        let acme = org("acme");
+        let m1 = member("m1");
+        let facts = store.login_facts(&acme, &m1).await.unwrap();
+        assert_eq!(
+            facts,
+            LoginFacts {
+                policy_allows: false,
+                linked: false
+            }
+        );
+        store.set_policy(&acme, true, 1).await.unwrap();
+        store.link(&acme, &batch(&["m1"]), 1).await.unwrap();
+        let facts = store.login_facts(&acme, &m1).await.unwrap();
+        assert_eq!(
+            facts,
+            LoginFacts {
+                policy_allows: true,
+                linked: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_held_write_lock_is_a_transient_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.db");
+        let store = SqliteStore::open_with(&path, Duration::from_millis(50))
+            .await
+            .unwrap();
+        store.set_policy(&org("acme"), true, 1).await.unwrap();
+
+        // Another process (here, another pool) holds the write lock.
+        let other = SqliteStore::open(&path).await.unwrap();
+        let holder = other.begin_immediate().await.unwrap();
+
+        let err = store
+            .link(&org("acme"), &batch(&["m1"]), 2)
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        drop(holder);
+        assert_eq!(
+            store.link(&org("acme"), &batch(&["m1"]), 3).await.unwrap(),
+            1
+        );
+    }
+}

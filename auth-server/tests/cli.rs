@@ -1,0 +1,206 @@
+//! The auth-server binary as operators and the end-to-end suite run it:
+//! its `--help`, its `listening ADDR` line, and a clean exit on SIGTERM.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orgauth_proto::auth::v1 as pb;
+use orgauth_proto::auth::v1::auth_service_client::AuthServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_auth-server");
+
+/// Environment variables that would override the flags under test.
+const ENV_VARS: [&str; 3] = [
+    "AUTH_SERVER_LISTEN",
+    "AUTH_SERVER_DATABASE",
+    "AUTH_SERVER_SHUTDOWN_GRACE",
+];
+
+fn command() -> Command {
+    let mut command = Command::new(BIN);
+    for var in ENV_VARS {
+        command.env_remove(var);
+    }
+    command
+}
+
+#[test]
+fn help_documents_every_flag_and_its_environment_variable() {
+    let output = command().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for expected in [
+        "--listen",
+        "[env: AUTH_SERVER_LISTEN=]",
+        "[default: 127.0.0.1:50052]",
+        "--database",
+        "[env: AUTH_SERVER_DATABASE=]",
+        "[default: sqlite://data/auth.db]",
+        "--shutdown-grace",
+        "[env: AUTH_SERVER_SHUTDOWN_GRACE=]",
+        "[default: 10s]",
+    ] {
+        assert!(
+            help.contains(expected),
+            "--help lacks {expected:?}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn an_unsupported_database_fails_fast_without_echoing_the_url() {
+    let output = command()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "postgres://auth:hunter2@db/auth",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "nothing announced");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("only sqlite://PATH"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+/// A running auth-server, killed if the test fails before it exits.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    /// The server's stderr (its log), shown if the test fails.
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, database: &str) -> Server {
+        let log = dir.join("auth-server.log");
+        let mut child = command()
+            .args(["--listen", "127.0.0.1:0", "--database", database])
+            .args(["--shutdown-grace", "5s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).expect("create the server log"))
+            .spawn()
+            .expect("spawn auth-server");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim_end()
+            .strip_prefix("listening ")
+            .and_then(|addr| addr.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            panic!(
+                "unexpected first line {line:?}; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Server { child, addr, log }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("a valid URI")
+            .connect()
+            .await
+            .expect("connect to auth-server")
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits for the process to exit. Async, so the test's own gRPC
+    /// connection keeps running meanwhile (and can answer the server's
+    /// GOAWAY), as a real client's would.
+    async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the child") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "auth-server did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- auth-server log -----\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn serves_on_an_announced_port_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    // The parent directory does not exist yet: the server creates it.
+    let database = format!("sqlite://{}", dir.path().join("data/a.db").display());
+    let mut server = Server::start(dir.path(), &database);
+    let channel = server.channel().await;
+
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+
+    let policy = AuthServiceClient::new(channel.clone())
+        .get_org_sso_policy(pb::GetOrgSsoPolicyRequest {
+            org_id: "acme".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .policy
+        .unwrap();
+    assert_eq!(policy.org_id, "acme");
+    assert!(
+        !policy.allow_custom_sso,
+        "an unknown org disallows custom SSO"
+    );
+    assert!(dir.path().join("data/a.db").exists());
+
+    // The client stays connected: an idle connection must not hold the
+    // shutdown for the whole grace period (5 s).
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let status = server.wait(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        signalled.elapsed()
+    );
+    drop(channel);
+}
