@@ -10,6 +10,8 @@ use orgauth_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use orgauth_proto::code_name;
+
 use crate::domain::job::UnlinkOutcome;
 use crate::error::{Error, Result};
 use crate::jobs::auth::{AuthCallError, AuthGateway};
@@ -55,29 +57,6 @@ fn classify(status: &Status) -> AuthCallError {
         code: code_name(status.code()).to_owned(),
         message: status.message().to_owned(),
         transient,
-    }
-}
-
-/// The canonical upper-case name of a gRPC code, as other languages print it.
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
