@@ -31,4 +31,4 @@ pub mod store;
 
 pub use config::{Config, DatabaseUrl};
 pub use error::AuthError;
-pub use server::{AuthServer, ServeError, run, shutdown_signal};
+pub use server::{AuthServer, ServeError, run};

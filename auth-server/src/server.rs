@@ -11,7 +11,6 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 
-use orgauth_proto::FILE_DESCRIPTOR_SET;
 use orgauth_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -84,8 +83,10 @@ impl AuthServer {
         // no service.
         health.set_service_status("", ServingStatus::Serving).await;
 
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let reflection_v1 =
+            orgauth_runtime::reflection(&["orgauth.auth.v1.AuthService"]).build_v1()?;
+        let reflection_v1alpha =
+            orgauth_runtime::reflection(&["orgauth.auth.v1.AuthService"]).build_v1alpha()?;
 
         let addr = listener
             .local_addr()
@@ -151,39 +152,6 @@ pub async fn run(
         .await?
         .serve(listener, shutdown)
         .await
-}
-
-/// Completes on the first SIGINT or SIGTERM.
-///
-/// The handlers are installed when this is called, not when the future is
-/// first polled, so a signal that arrives while the database is still
-/// opening is not lost (nor fatal): the server stops as soon as it starts.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    async move {
-        let (Ok(mut term), Ok(mut int)) = (term, int) else {
-            warn!("cannot install signal handlers; stop the process with SIGKILL");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => info!("received SIGTERM"),
-            _ = int.recv() => info!("received SIGINT"),
-        }
-    }
-}
-
-/// Reflection over this server's own services only: the descriptor set
-/// also describes org-server's services, and listing them here would send
-/// grpcurl users to UNIMPLEMENTED. Served as v1 and v1alpha (grpcurl 1.8.6
-/// and Postman speak only v1alpha).
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("orgauth.auth.v1.AuthService")
-        .with_service_name("grpc.health.v1.Health")
 }
 
 #[cfg(test)]

@@ -82,6 +82,15 @@ pub struct Config {
     #[arg(long, env = "ORG_SERVER_RETRY_MAX_BACKOFF", default_value = "30s", value_parser = humantime::parse_duration)]
     pub retry_max_backoff: Duration,
 
+    /// How long finished jobs (and idempotency keys) are kept before they
+    /// are pruned; GetJob on a pruned job is NOT_FOUND.
+    #[arg(long, env = "ORG_SERVER_JOB_RETENTION", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub job_retention: Duration,
+
+    /// How often to prune finished jobs past their retention.
+    #[arg(long, env = "ORG_SERVER_PRUNE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub prune_interval: Duration,
+
     /// On SIGTERM/SIGINT: how long to let running batches checkpoint and
     /// connections drain before exiting anyway.
     #[arg(long, env = "ORG_SERVER_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]

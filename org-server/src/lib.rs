@@ -33,4 +33,4 @@ pub mod store;
 mod testing;
 
 pub use config::Config;
-pub use server::{OrgServer, ServeError, run, shutdown_signal};
+pub use server::{OrgServer, ServeError, run};

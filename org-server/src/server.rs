@@ -11,7 +11,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use orgauth_proto::FILE_DESCRIPTOR_SET;
 use orgauth_proto::org::v1::job_service_server::JobServiceServer;
 use orgauth_proto::org::v1::org_service_server::OrgServiceServer;
 use tokio::net::TcpListener;
@@ -25,11 +24,11 @@ use crate::auth_client::GrpcAuthGateway;
 use crate::config::Config;
 use crate::grpc::job_service::JobGrpc;
 use crate::grpc::org_service::OrgGrpc;
-use crate::jobs::RunningJobs;
+use crate::jobs::{RunningJobs, retention};
 use crate::jobs::hub::WatchHub;
 use crate::jobs::runner::{Runner, RunnerConfig};
 use crate::jobs::worker::{Wakeup, WorkerConfig, WorkerPool};
-use crate::store::{self, StoreOptions};
+use crate::store::{self, Store, StoreOptions};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +46,7 @@ pub enum ServeError {
 /// process before it announces an address.
 pub struct OrgServer {
     config: Config,
+    store: Arc<dyn Store>,
     app: Arc<App>,
     pool: Option<Arc<WorkerPool>>,
     stop: CancellationToken,
@@ -103,6 +103,7 @@ impl OrgServer {
         });
         Ok(OrgServer {
             config,
+            store,
             app,
             pool,
             stop,
@@ -118,11 +119,18 @@ impl OrgServer {
     ) -> Result<(), ServeError> {
         let OrgServer {
             config,
+            store,
             app,
             pool,
             stop,
         } = self;
         let pool_task = pool.map(|pool| tokio::spawn(pool.run(stop.clone())));
+        tokio::spawn(retention::prune_loop(
+            store,
+            config.job_retention,
+            config.prune_interval,
+            stop.clone(),
+        ));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<OrgServiceServer<OrgGrpc>>().await;
         health.set_serving::<JobServiceServer<JobGrpc>>().await;
@@ -130,8 +138,16 @@ impl OrgServer {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
 
-        let reflection_v1 = reflection().build_v1()?;
-        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let reflection_v1 = orgauth_runtime::reflection(&[
+            "orgauth.org.v1.OrgService",
+            "orgauth.org.v1.JobService",
+        ])
+        .build_v1()?;
+        let reflection_v1alpha = orgauth_runtime::reflection(&[
+            "orgauth.org.v1.OrgService",
+            "orgauth.org.v1.JobService",
+        ])
+        .build_v1alpha()?;
 
         let begin_shutdown = {
             let stop = stop.clone();
@@ -193,19 +209,6 @@ impl OrgServer {
     }
 }
 
-/// Reflection over this server's own services only: the descriptor set
-/// also describes AuthService, which org-server does not serve, and listing
-/// it would send grpcurl users to UNIMPLEMENTED. Served as v1 and v1alpha
-/// (grpcurl 1.8.6 and Postman speak only v1alpha).
-fn reflection() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("orgauth.org.v1.OrgService")
-        .with_service_name("orgauth.org.v1.JobService")
-        .with_service_name("grpc.health.v1.Health")
-}
-
 /// Builds and serves: what tests use with a listener on port 0.
 pub async fn run(
     listener: TcpListener,
@@ -216,23 +219,4 @@ pub async fn run(
         .await?
         .serve(listener, shutdown)
         .await
-}
-
-/// Completes on the first SIGINT or SIGTERM. The handlers are installed
-/// when this is called, not when the future is first polled, so a signal
-/// sent right after the address is announced is not lost (nor fatal).
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    async move {
-        let (Ok(mut term), Ok(mut int)) = (term, int) else {
-            warn!("cannot install signal handlers; stop the process with SIGKILL");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => info!("received SIGTERM"),
-            _ = int.recv() => info!("received SIGINT"),
-        }
-    }
 }

@@ -97,3 +97,87 @@ fn starts_on_port_0_reports_its_address_and_exits_0_on_sigterm() {
     };
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_while_a_graceful_shutdown_waits() {
+    use orgauth_proto::org::v1 as pb;
+    // An "Auth" that accepts connections and never answers: the worker's
+    // call to it stays in flight, so a graceful shutdown has to wait.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--workers", "1"])
+        .args(["--auth-timeout", "120s", "--shutdown-grace", "120s"])
+        .arg("--auth-endpoint")
+        .arg(format!("http://{}", black_hole.local_addr().unwrap()))
+        .arg("--database")
+        .arg(format!("sqlite://{}/org.db", dir.path().display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn org-server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().strip_prefix("listening ").unwrap().to_owned();
+
+    // Creating an org that allows custom SSO enqueues a job whose first
+    // call (SetOrgSsoPolicy) goes to the black hole.
+    let mut orgs = pb::org_service_client::OrgServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let created = orgs
+        .create_org(pb::CreateOrgRequest {
+            org: Some(pb::Org {
+                id: "acme".into(),
+                display_name: "Acme".into(),
+                allow_custom_sso: true,
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut jobs = pb::job_service_client::JobServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = jobs
+            .get_job(pb::GetJobRequest {
+                job_id: created.job_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        if job.state == pb::JobState::Running as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop((orgs, jobs));
+
+    let pid = child.id().to_string();
+    let term = || Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(term().success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the graceful shutdown waits for the call in flight"
+    );
+    assert!(term().success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "a second SIGTERM must exit at once");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(orgauth_runtime::FORCED_EXIT_CODE));
+}

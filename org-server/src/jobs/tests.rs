@@ -381,3 +381,29 @@ async fn the_pool_runs_a_job_to_success_and_watchers_see_monotonic_progress() {
     shutdown.cancel();
     pool_task.await.unwrap();
 }
+
+#[tokio::test]
+async fn pruning_removes_only_jobs_that_ended_before_the_cutoff() {
+    let t = store().await;
+    org_with_members(&*t.store, "acme", 1).await;
+    org_with_members(&*t.store, "busy", 1).await;
+    let ended = set_allow(&*t.store, "acme", false).await.job_id.unwrap();
+    t.store.cancel_job(ended, "by test").await.unwrap();
+    let queued = set_allow(&*t.store, "busy", false).await.job_id.unwrap();
+
+    let before_end = crate::domain::now_micros() - 60_000_000;
+    assert_eq!(
+        t.store.prune_finished_jobs(before_end).await.unwrap(),
+        0,
+        "too recent"
+    );
+    let after_end = crate::domain::now_micros() + 1;
+    // The cancelled job, and the two orgs' creation-time policy jobs that
+    // the flips superseded (CANCELLED, so ended too).
+    assert_eq!(t.store.prune_finished_jobs(after_end).await.unwrap(), 3);
+    assert!(t.store.get_job(ended).await.unwrap().is_none());
+    assert!(
+        t.store.get_job(queued).await.unwrap().is_some(),
+        "unfinished jobs are kept"
+    );
+}

@@ -192,6 +192,10 @@ pub trait Store: Send + Sync + 'static {
         last_error: &str,
     ) -> Result<Job>;
 
+    /// Deletes jobs that ended before `ended_before` (with their failures),
+    /// and idempotency keys created before it. Returns the jobs deleted.
+    async fn prune_finished_jobs(&self, ended_before: crate::domain::Micros) -> Result<u64>;
+
     /// Gives a running job back (on shutdown) so any worker may resume it at
     /// once instead of waiting for the lease to expire.
     async fn release_lease(&self, lease: &Lease) -> Result<()>;

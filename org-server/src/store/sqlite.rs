@@ -822,6 +822,42 @@ impl Store for SqliteStore {
         row.ok_or_else(|| lease_lost(lease))?.into_job()
     }
 
+    async fn prune_finished_jobs(&self, ended_before: Micros) -> Result<u64> {
+        // In bounded transactions, so pruning a large backlog never holds
+        // the write lock long enough to stall UpdateOrg.
+        const CHUNK: i64 = 1000;
+        let mut pruned = 0;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let ids: Vec<(String,)> = sqlx::query_as(
+                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs \
+                 WHERE state IN (3, 4, 5) AND end_time < ?1 LIMIT ?2) RETURNING id",
+            )
+            .bind(ended_before)
+            .bind(CHUNK)
+            .fetch_all(&mut *tx)
+            .await?;
+            let ids_json = serde_json::to_string(&ids.iter().map(|(id,)| id).collect::<Vec<_>>())
+                .map_err(|err| Error::Internal(format!("cannot encode ids: {err}")))?;
+            sqlx::query(
+                "DELETE FROM job_failures WHERE job_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(ids_json)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            pruned += ids.len() as u64;
+            if (ids.len() as i64) < CHUNK {
+                break;
+            }
+        }
+        sqlx::query("DELETE FROM idempotency_keys WHERE create_time < ?1")
+            .bind(ended_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(pruned)
+    }
+
     async fn release_lease(&self, lease: &Lease) -> Result<()> {
         sqlx::query(
             "UPDATE jobs SET lease_owner = NULL, lease_expires = 0 \

@@ -1,0 +1,85 @@
+//! Process plumbing shared by org-server and auth-server, so both behave
+//! the same for operators and tests:
+//!
+//! - [`init_logging`]: logs to stderr, filtered by `RUST_LOG` (default `info`).
+//! - [`shutdown_signal`]: the first SIGTERM/SIGINT starts a graceful
+//!   shutdown; a second one exits at once.
+//! - [`announce`]: the one stdout line, `listening ADDR`, that scripts and
+//!   tests read to learn the port when started on port 0.
+//! - [`reflection`]: gRPC reflection limited to the services a server serves.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// Exit status after a second signal cut a graceful shutdown short
+/// (128 + SIGINT, as shells report an interrupted program).
+pub const FORCED_EXIT_CODE: i32 = 130;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); stdout is kept
+/// for the [`announce`] line.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Completes on the first SIGINT or SIGTERM. After that, a second signal
+/// exits the process immediately with [`FORCED_EXIT_CODE`], for an operator
+/// who does not want to wait out the grace period.
+///
+/// The handlers are installed when this is called, not when the future is
+/// first polled, so a signal sent right after the address is announced
+/// starts a graceful shutdown instead of killing the process.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            warn!("cannot install signal handlers; stop the process with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => info!("received SIGTERM; shutting down gracefully (send again to exit now)"),
+            _ = int.recv() => info!("received SIGINT; shutting down gracefully (send again to exit now)"),
+        }
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            error!("second signal: exiting without finishing the graceful shutdown");
+            std::process::exit(FORCED_EXIT_CODE);
+        });
+    }
+}
+
+/// Prints `listening ADDR` on stdout. A closed stdout is no reason not to
+/// serve, so a failure is only logged.
+pub fn announce(addr: SocketAddr) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush()) {
+        warn!(error = %err, "cannot announce the listening address on stdout");
+    }
+}
+
+/// Reflection over `services` only (plus the health service). orgauth's
+/// descriptor set describes every orgauth service; advertising one this
+/// server does not serve would send grpcurl users to UNIMPLEMENTED. Build it
+/// twice, as v1 and v1alpha: grpcurl 1.8.6 and Postman speak only v1alpha.
+pub fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    services.iter().fold(
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(orgauth_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("grpc.health.v1.Health"),
+        |builder, service| builder.with_service_name(*service),
+    )
+}
