@@ -34,7 +34,8 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-fn bin(name: &str) -> PathBuf {
+/// The path of one of the workspace's binaries (`org-server`, `auth-server`, `orgctl`).
+pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.exists(),
