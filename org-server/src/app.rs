@@ -55,6 +55,7 @@ impl App {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(org_id = new.id.as_deref().unwrap_or("")))]
     pub async fn create_org(&self, new: NewOrg) -> Result<OrgWrite> {
         let write = self.store.create_org(&new).await?;
         self.after_write(&write);
@@ -83,6 +84,7 @@ impl App {
 
     /// The synchronous half of a settings change: one transaction, no call
     /// to Auth, independent of the org's size.
+    #[tracing::instrument(skip_all, fields(org_id = %update.org_id))]
     pub async fn update_org(&self, update: OrgUpdate) -> Result<OrgWrite> {
         let write = self.store.update_org(&update).await?;
         self.after_write(&write);
@@ -104,12 +106,14 @@ impl App {
         }
     }
 
+    #[tracing::instrument(skip(self, members), fields(count = members.len()))]
     pub async fn add_members(&self, org_id: &str, members: &[Member]) -> Result<u64> {
         validate_org_id("org_id", org_id)?;
         validate_new_members(members)?;
         self.store.add_members(org_id, members).await
     }
 
+    #[tracing::instrument(skip(self, member_ids), fields(count = member_ids.len()))]
     pub async fn remove_members(&self, org_id: &str, member_ids: &[String]) -> Result<u64> {
         validate_org_id("org_id", org_id)?;
         validate_member_ids(member_ids)?;
@@ -185,6 +189,7 @@ impl App {
 
     /// Cancels a queued job at once, or asks a running one to stop at its
     /// next batch boundary. Cancelling twice is harmless.
+    #[tracing::instrument(skip(self))]
     pub async fn cancel_job(&self, job_id: Uuid) -> Result<Job> {
         const REASON: &str = "cancelled by CancelJob";
         match self.store.cancel_job(job_id, REASON).await? {

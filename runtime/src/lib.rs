@@ -9,7 +9,7 @@
 //! - [`reflection`]: gRPC reflection limited to the services a server serves.
 
 use std::future::Future;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 
 use tracing::{error, info, warn};
@@ -19,10 +19,12 @@ use tracing_subscriber::EnvFilter;
 /// (128 + SIGINT, as shells report an interrupted program).
 pub const FORCED_EXIT_CODE: i32 = 130;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`); stdout is kept
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), in colour only
+/// on a terminal so log files and collectors get plain text; stdout is kept
 /// for the [`announce`] line.
 pub fn init_logging() {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

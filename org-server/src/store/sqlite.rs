@@ -74,6 +74,10 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// Starts a write transaction. Read the clock only after this returns:
+    /// a time taken while waiting for the lock could precede writes that
+    /// commit ahead of us (a job's `start_time` before the `end_time` of
+    /// the org's previous job, say).
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
@@ -298,8 +302,8 @@ fn micros(duration: Duration) -> i64 {
 impl Store for SqliteStore {
     async fn create_org(&self, new: &NewOrg) -> Result<OrgWrite> {
         const METHOD: &str = "CreateOrg";
-        let now = now_micros();
         let mut tx = self.begin_write().await?;
+        let now = now_micros();
         if let Some(request_id) = &new.request_id
             && let Some(first) = replay(&mut tx, METHOD, request_id, &new.fingerprint()).await?
         {
@@ -373,8 +377,8 @@ impl Store for SqliteStore {
 
     async fn update_org(&self, update: &OrgUpdate) -> Result<OrgWrite> {
         const METHOD: &str = "UpdateOrg";
-        let now = now_micros();
         let mut tx = self.begin_write().await?;
+        let now = now_micros();
         if let Some(request_id) = &update.request_id
             && let Some(first) = replay(&mut tx, METHOD, request_id, &update.fingerprint()).await?
         {
@@ -599,8 +603,8 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_job(&self, job_id: Uuid, reason: &str) -> Result<CancelOutcome> {
-        let now = now_micros();
         let mut tx = self.begin_write().await?;
+        let now = now_micros();
         let row: JobRow = sqlx::query_as(concat!(
             "SELECT ",
             job_columns!(),
@@ -648,8 +652,8 @@ impl Store for SqliteStore {
     }
 
     async fn claim_job(&self, owner: &str, lease_for: Duration) -> Result<Option<ClaimedJob>> {
-        let now = now_micros();
         let mut tx = self.begin_write().await?;
+        let now = now_micros();
         // The head of each org's line of unfinished jobs is the only one of
         // that org that may run; a running head is claimable only once its
         // lease has expired (its worker is presumed dead).
@@ -714,9 +718,9 @@ impl Store for SqliteStore {
     }
 
     async fn checkpoint(&self, lease: &Lease, checkpoint: &Checkpoint) -> Result<Progress> {
-        let now = now_micros();
         let job_id = lease.job_id.to_string();
         let mut tx = self.begin_write().await?;
+        let now = now_micros();
         // Failures are keyed by member, so a batch replayed after a crash
         // neither duplicates rows nor double-counts failed_members.
         let mut new_failures = 0_i64;
