@@ -24,10 +24,10 @@ use crate::auth_client::GrpcAuthGateway;
 use crate::config::Config;
 use crate::grpc::job_service::JobGrpc;
 use crate::grpc::org_service::OrgGrpc;
-use crate::jobs::{RunningJobs, retention};
 use crate::jobs::hub::WatchHub;
 use crate::jobs::runner::{Runner, RunnerConfig};
 use crate::jobs::worker::{Wakeup, WorkerConfig, WorkerPool};
+use crate::jobs::{RunningJobs, retention};
 use crate::store::{self, Store, StoreOptions};
 
 /// Why the server could not start or stopped abnormally.

@@ -176,7 +176,10 @@ async fn a_second_signal_exits_at_once_while_a_graceful_shutdown_waits() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "a second SIGTERM must exit at once");
+        assert!(
+            Instant::now() < deadline,
+            "a second SIGTERM must exit at once"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(orgauth_runtime::FORCED_EXIT_CODE));
