@@ -416,3 +416,234 @@ pub fn assert_monotonic(states: &[pb::Job]) {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the fault-tolerance tests (crash.rs, auth_outage.rs,
+// shutdown.rs, supersede.rs).
+// ---------------------------------------------------------------------------
+
+/// A small deterministic PRNG (xorshift64*): fault-injection tests pick their
+/// kill points with it, print the seed, and take `FAULTS_SEED` to replay a
+/// failing run.
+#[derive(Debug, Clone)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        // The state must never be zero.
+        XorShift(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+    }
+
+    /// `FAULTS_SEED` if set, else one derived from the clock; printed so a
+    /// failing run can be replayed.
+    pub fn from_env_or_clock(test: &str) -> XorShift {
+        let seed = std::env::var("FAULTS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(42)
+            });
+        eprintln!("{test}: FAULTS_SEED={seed}");
+        XorShift::new(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// Uniform duration in `[lo_ms, hi_ms)`.
+    pub fn millis(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
+        Duration::from_millis(lo_ms + self.below(hi_ms.saturating_sub(lo_ms).max(1)))
+    }
+
+    pub fn coin(&mut self) -> bool {
+        self.next_u64() & 1 == 1
+    }
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, for at most `timeout`;
+/// panics naming `what` (and the last probe's description) otherwise.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// GetJob.
+pub async fn get_job(jobs: &mut JobServiceClient<Channel>, job_id: &str) -> pb::Job {
+    jobs.get_job(pb::GetJobRequest {
+        job_id: job_id.into(),
+    })
+    .await
+    .unwrap_or_else(|status| panic!("get job {job_id}: {status:?}"))
+    .into_inner()
+    .job
+    .expect("job")
+}
+
+/// Every job of an org, oldest (first created) first.
+pub async fn list_org_jobs(jobs: &mut JobServiceClient<Channel>, org_id: &str) -> Vec<pb::Job> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..1000 {
+        let page = jobs
+            .list_jobs(pb::ListJobsRequest {
+                org_id: org_id.into(),
+                page_size: 1000,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list jobs")
+            .into_inner();
+        all.extend(page.jobs);
+        if page.next_page_token.is_empty() {
+            all.reverse();
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+    panic!("more than 1000 pages of jobs for {org_id}");
+}
+
+/// The name of a job state, for messages.
+pub fn state_name(state: i32) -> &'static str {
+    pb::JobState::try_from(state)
+        .map(|s| s.as_str_name())
+        .unwrap_or("?")
+}
+
+impl Stack {
+    /// Auth's custom-SSO policy for the org.
+    pub async fn sso_policy(&self, org_id: &str) -> bool {
+        self.authz()
+            .await
+            .get_org_sso_policy(authpb::GetOrgSsoPolicyRequest {
+                org_id: org_id.into(),
+            })
+            .await
+            .expect("get policy")
+            .into_inner()
+            .policy
+            .expect("policy")
+            .allow_custom_sso
+    }
+
+    /// A client-library client of org-server whose watches keep trying to
+    /// resume for up to `retry_budget` without progress.
+    pub async fn client(&self, retry_budget: Duration) -> orgauth_client::OrgClient {
+        orgauth_client::OrgClient::connect(&self.org.endpoint())
+            .await
+            .expect("connect client")
+            .with_watch_options(orgauth_client::WatchOptions {
+                retry_budget,
+                ..Default::default()
+            })
+    }
+}
+
+/// A client-library `watch_job` stream consumed in the background: every
+/// state it yields is recorded, and the test can wait for a condition on
+/// the latest one.
+pub struct Recorder {
+    pub job_id: String,
+    latest: tokio::sync::watch::Receiver<Option<pb::Job>>,
+    task: tokio::task::JoinHandle<(Vec<pb::Job>, Option<orgauth_client::ClientError>)>,
+}
+
+impl Recorder {
+    pub fn start(client: &orgauth_client::OrgClient, job_id: &str) -> Recorder {
+        let mut stream = client.watch_job(job_id.to_owned());
+        let (tx, latest) = tokio::sync::watch::channel(None);
+        let task = tokio::spawn(async move {
+            let mut states = Vec::new();
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(job) => {
+                        states.push(job.clone());
+                        let _ = tx.send(Some(job));
+                    }
+                    Err(err) => return (states, Some(err)),
+                }
+            }
+            (states, None)
+        });
+        Recorder {
+            job_id: job_id.to_owned(),
+            latest,
+            task,
+        }
+    }
+
+    /// Waits (bounded) until the latest state yielded satisfies `pred`, and
+    /// returns it.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&pb::Job) -> bool,
+    ) -> pb::Job {
+        let waited = tokio::time::timeout(
+            timeout,
+            self.latest
+                .wait_for(|job| job.as_ref().is_some_and(&mut pred)),
+        )
+        .await;
+        let waited = waited.map(|result| result.map(|job| job.clone()));
+        match waited {
+            Ok(Ok(job)) => job.expect("checked above"),
+            Ok(Err(_)) => panic!(
+                "job {}: the watch ended before {what}; last state {:?}",
+                self.job_id,
+                self.latest.borrow().clone()
+            ),
+            Err(_) => panic!(
+                "job {}: timed out after {timeout:?} waiting for {what}; last state {:?}",
+                self.job_id,
+                self.latest.borrow().clone()
+            ),
+        }
+    }
+
+    /// Waits (bounded) for the stream to end; returns every state it
+    /// yielded. Panics if it ended with an error.
+    pub async fn finish(self, timeout: Duration) -> Vec<pb::Job> {
+        let (states, error) = tokio::time::timeout(timeout, self.task)
+            .await
+            .unwrap_or_else(|_| panic!("job {}: watch did not end within {timeout:?}", self.job_id))
+            .expect("watch task");
+        if let Some(error) = error {
+            panic!(
+                "job {}: watch ended with an error after {} states: {error}",
+                self.job_id,
+                states.len()
+            );
+        }
+        states
+    }
+}
