@@ -27,15 +27,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start NAME ARGS...: runs a server in the background and prints the address
-# from its `listening ADDR` line.
+# start NAME ARGS...: runs a server in the background and sets $addr to
+# the address from its `listening ADDR` line. Not called in $(...): a
+# subshell would lose the pid that cleanup needs.
 start() {
     local name="$1"; shift
     "$bin/$name" "$@" >"$work/$name.out" 2>"$work/$name.log" &
     pids+=("$!")
     for _ in $(seq 1 300); do
-        if grep -q '^listening ' "$work/$name.out" 2>/dev/null; then
-            sed -n 's/^listening //p' "$work/$name.out" | head -n 1
+        addr="$(sed -n 's/^listening //p' "$work/$name.out" 2>/dev/null | head -n 1)"
+        if [ -n "$addr" ]; then
             return 0
         fi
         sleep 0.1
@@ -46,9 +47,11 @@ start() {
 }
 
 echo "==> starting auth-server and org-server (data in $work)"
-auth_addr="$(start auth-server --listen 127.0.0.1:0 --database "sqlite://$work/auth.db")"
-org_addr="$(start org-server --listen 127.0.0.1:0 --database "sqlite://$work/org.db" \
-    --auth-endpoint "http://$auth_addr" --workers 4)"
+start auth-server --listen 127.0.0.1:0 --database "sqlite://$work/auth.db"
+auth_addr="$addr"
+start org-server --listen 127.0.0.1:0 --database "sqlite://$work/org.db" \
+    --auth-endpoint "http://$auth_addr" --workers 4
+org_addr="$addr"
 echo "    auth-server on $auth_addr, org-server on $org_addr"
 export ORGCTL_ENDPOINT="http://$org_addr" ORGCTL_AUTH_ENDPOINT="http://$auth_addr"
 orgctl() { "$bin/orgctl" "$@"; }

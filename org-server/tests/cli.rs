@@ -9,6 +9,30 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_org-server");
 
+/// Kills the server when a test ends, even by a failed assertion, so no
+/// failing run leaves a process behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 #[test]
 fn help_documents_every_flag_and_its_environment_variable() {
     let output = Command::new(BIN)
@@ -62,6 +86,7 @@ fn starts_on_port_0_reports_its_address_and_exits_0_on_sigterm() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map(KillOnDrop)
         .expect("spawn org-server");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -115,6 +140,7 @@ async fn a_second_signal_exits_at_once_while_a_graceful_shutdown_waits() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
+        .map(KillOnDrop)
         .expect("spawn org-server");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
