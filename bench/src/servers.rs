@@ -1,0 +1,282 @@
+//! The real servers as child processes: `auth-server` and `org-server` from
+//! the directory of this executable (`target/release`), each on
+//! 127.0.0.1 port 0 with its own temporary directory for its SQLite files
+//! and its log. Every process is killed when its handle is dropped, so a
+//! failing or panicking run leaves none behind.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::error::{Result, fail};
+
+/// How long a server may take to print `listening ADDR`.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a graceful stop (SIGTERM) may take before the process is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// One server process; killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+    log_path: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `bin` with `args`, its stderr appended to `log_path`, and
+    /// waits for its first stdout line, `listening ADDR`.
+    pub fn spawn(name: &'static str, bin: &Path, args: &[String], log_path: &Path) -> Result<Self> {
+        let log = File::options().create(true).append(true).open(log_path)?;
+        let mut command = Command::new(bin);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            // The servers run at their default log level (info), as operators
+            // run them, whatever this shell has set.
+            .env_remove("RUST_LOG");
+        // A flag of the environment (ORG_SERVER_WORKERS=...) must not change
+        // what is measured behind the benchmark's back.
+        for (key, _) in std::env::vars_os() {
+            let key_str = key.to_string_lossy();
+            if key_str.starts_with("ORG_SERVER_") || key_str.starts_with("AUTH_SERVER_") {
+                command.env_remove(&key);
+            }
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|err| format!("cannot start {}: {err}", bin.display()))?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return fail(format!("{name}: no stdout pipe"));
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe; ends
+            // when the process exits.
+            for _ in lines {}
+        });
+        let mut server = ServerProcess {
+            name,
+            child,
+            // Replaced below once the server reports its address.
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log_path: log_path.to_path_buf(),
+        };
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                return fail(format!(
+                    "{name} did not print `listening ADDR` within {START_TIMEOUT:?}; log tail:\n{}",
+                    server.log_tail()
+                ));
+            }
+        };
+        let Some(addr) = line
+            .strip_prefix("listening ")
+            .and_then(|addr| addr.trim().parse::<SocketAddr>().ok())
+        else {
+            return fail(format!("{name}: unexpected first line {line:?}"));
+        };
+        if !addr.ip().is_loopback() {
+            return fail(format!("{name} listens on {addr}, not on loopback"));
+        }
+        server.addr = addr;
+        Ok(server)
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last few lines of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Stops the server gracefully (SIGTERM: running batches checkpoint and
+    /// leases are handed back) and waits for it to exit; kills it if it
+    /// takes longer than [`STOP_TIMEOUT`].
+    pub fn stop(mut self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            return fail(format!("kill -TERM {} ({}) failed", self.pid(), self.name));
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fail(format!(
+            "{} did not stop within {STOP_TIMEOUT:?}",
+            self.name
+        ))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How org-server is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrgOptions {
+    /// `--workers`: 0 = API only, jobs are enqueued and never run.
+    pub workers: u32,
+    /// `--batch-size`.
+    pub batch_size: u32,
+    /// `--parallelism`.
+    pub parallelism: u32,
+}
+
+impl Default for OrgOptions {
+    /// org-server's own defaults.
+    fn default() -> Self {
+        OrgOptions {
+            workers: 4,
+            batch_size: 500,
+            parallelism: 4,
+        }
+    }
+}
+
+/// Both servers, each with its own temporary directory. org-server can be
+/// restarted with other flags on the same database.
+#[derive(Debug)]
+pub struct Stack {
+    // Declared before the directories: processes are killed before their
+    // files are removed.
+    org: Option<ServerProcess>,
+    auth: ServerProcess,
+    bin_dir: PathBuf,
+    org_dir: TempDir,
+    _auth_dir: TempDir,
+}
+
+impl Stack {
+    /// Starts auth-server, then org-server pointed at it.
+    pub fn start(bin_dir: &Path, org_options: OrgOptions) -> Result<Self> {
+        let auth_dir = tempfile::Builder::new()
+            .prefix("orgauth-bench-auth-")
+            .tempdir()?;
+        let org_dir = tempfile::Builder::new()
+            .prefix("orgauth-bench-org-")
+            .tempdir()?;
+        let auth = ServerProcess::spawn(
+            "auth-server",
+            &bin_dir.join("auth-server"),
+            &[
+                "--listen".to_owned(),
+                "127.0.0.1:0".to_owned(),
+                "--database".to_owned(),
+                format!("sqlite://{}", auth_dir.path().join("auth.db").display()),
+            ],
+            &auth_dir.path().join("auth-server.log"),
+        )?;
+        let mut stack = Stack {
+            org: None,
+            auth,
+            bin_dir: bin_dir.to_path_buf(),
+            org_dir,
+            _auth_dir: auth_dir,
+        };
+        stack.restart_org(org_options)?;
+        Ok(stack)
+    }
+
+    /// Stops org-server (if running) gracefully and starts it again with
+    /// `options`, on the same database.
+    pub fn restart_org(&mut self, options: OrgOptions) -> Result<()> {
+        if let Some(old) = self.org.take() {
+            old.stop()?;
+        }
+        let args = vec![
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--database".to_owned(),
+            format!("sqlite://{}", self.org_dir.path().join("org.db").display()),
+            "--auth-endpoint".to_owned(),
+            format!("http://{}", self.auth.addr()),
+            "--workers".to_owned(),
+            options.workers.to_string(),
+            "--batch-size".to_owned(),
+            options.batch_size.to_string(),
+            "--parallelism".to_owned(),
+            options.parallelism.to_string(),
+        ];
+        let org = ServerProcess::spawn(
+            "org-server",
+            &self.bin_dir.join("org-server"),
+            &args,
+            &self.org_dir.path().join("org-server.log"),
+        )?;
+        self.org = Some(org);
+        Ok(())
+    }
+
+    /// org-server's address.
+    pub fn org_addr(&self) -> Result<SocketAddr> {
+        match &self.org {
+            Some(org) => Ok(org.addr()),
+            None => fail("org-server is not running"),
+        }
+    }
+
+    /// org-server's process id (for profiling).
+    pub fn org_pid(&self) -> Option<u32> {
+        self.org.as_ref().map(ServerProcess::pid)
+    }
+
+    /// auth-server's address.
+    pub fn auth_addr(&self) -> SocketAddr {
+        self.auth.addr()
+    }
+
+    /// auth-server's process id (for profiling).
+    pub fn auth_pid(&self) -> u32 {
+        self.auth.pid()
+    }
+
+    /// The tails of both servers' logs, for error messages.
+    pub fn log_tails(&self) -> String {
+        let org = self
+            .org
+            .as_ref()
+            .map(ServerProcess::log_tail)
+            .unwrap_or_default();
+        format!(
+            "--- org-server log tail ---\n{org}\n--- auth-server log tail ---\n{}",
+            self.auth.log_tail()
+        )
+    }
+}
