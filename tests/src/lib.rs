@@ -341,6 +341,18 @@ impl Stack {
         .expect("org")
     }
 
+    /// Sets the org's `allow_custom_sso` through UpdateOrg and returns the
+    /// job it enqueued (empty when the setting did not change).
+    pub async fn set_allow(&self, org_id: &str, allow: bool) -> String {
+        self.orgs()
+            .await
+            .update_org(set_allow_request(org_id, allow))
+            .await
+            .expect("update org")
+            .into_inner()
+            .job_id
+    }
+
     /// How many SSO connections Auth holds for the org.
     pub async fn connections(&self, org_id: &str) -> i64 {
         self.authz()

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use orgauth_e2e::{Stack, StackOptions, bin, set_allow_request};
+use orgauth_e2e::{Stack, StackOptions, bin};
 
 /// `processed=N/M` from one of orgctl's plain output lines.
 fn processed(line: &str) -> Option<i64> {
@@ -32,14 +32,7 @@ async fn orgctl_job_watch_survives_an_org_server_restart() {
     })
     .await;
     stack.seed_linked_org("acme", 20_000).await;
-    let job_id = stack
-        .orgs()
-        .await
-        .update_org(set_allow_request("acme", false))
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
+    let job_id = stack.set_allow("acme", false).await;
 
     let mut orgctl = Command::new(bin("orgctl"))
         .args([

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use orgauth_e2e::{Stack, StackOptions, set_allow_request, watch_to_end};
+use orgauth_e2e::{Stack, StackOptions, watch_to_end};
 use orgauth_proto::org::v1 as pb;
 use tonic::Code;
 
@@ -19,14 +19,7 @@ async fn a_finished_job_is_pruned_after_its_retention_and_is_then_not_found() {
     })
     .await;
     stack.seed_linked_org("acme", 10).await;
-    let job_id = stack
-        .orgs()
-        .await
-        .update_org(set_allow_request("acme", false))
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
+    let job_id = stack.set_allow("acme", false).await;
     let mut jobs = stack.jobs().await;
     let states = watch_to_end(&mut jobs, &job_id).await;
     assert_eq!(states.last().unwrap().state, pb::JobState::Succeeded as i32);

@@ -1,6 +1,6 @@
 //! WatchJob semantics over real processes.
 
-use orgauth_e2e::{Stack, assert_monotonic, set_allow_request, watch_to_end};
+use orgauth_e2e::{Stack, assert_monotonic, watch_to_end};
 use orgauth_proto::org::v1 as pb;
 use tonic::Code;
 
@@ -8,14 +8,7 @@ use tonic::Code;
 async fn watching_a_finished_job_sends_one_message_and_ends_ok() {
     let stack = Stack::start().await;
     stack.seed_linked_org("acme", 5).await;
-    let job_id = stack
-        .orgs()
-        .await
-        .update_org(set_allow_request("acme", false))
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
+    let job_id = stack.set_allow("acme", false).await;
     let mut jobs = stack.jobs().await;
     watch_to_end(&mut jobs, &job_id).await;
 
@@ -81,14 +74,7 @@ async fn two_concurrent_watchers_both_follow_the_job_to_its_end() {
     })
     .await;
     stack.seed_linked_org("acme", 3000).await;
-    let job_id = stack
-        .orgs()
-        .await
-        .update_org(set_allow_request("acme", false))
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
+    let job_id = stack.set_allow("acme", false).await;
     let (mut a, mut b) = (stack.jobs().await, stack.jobs().await);
     let (first, second) =
         tokio::join!(watch_to_end(&mut a, &job_id), watch_to_end(&mut b, &job_id));
@@ -104,14 +90,7 @@ async fn two_concurrent_watchers_both_follow_the_job_to_its_end() {
 async fn a_watcher_that_disconnects_does_not_disturb_the_job() {
     let stack = Stack::start().await;
     stack.seed_linked_org("acme", 2000).await;
-    let job_id = stack
-        .orgs()
-        .await
-        .update_org(set_allow_request("acme", false))
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
+    let job_id = stack.set_allow("acme", false).await;
     let mut jobs = stack.jobs().await;
     {
         let mut stream = jobs
