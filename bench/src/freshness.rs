@@ -11,16 +11,12 @@ use std::time::SystemTime;
 
 use crate::error::{Result, fail};
 
-/// Source folders (relative to the workspace root) each server is built from.
+/// Source folders (relative to the workspace root) each server is built
+/// from. Cargo.lock is left out: a lock change for another crate does not
+/// relink the servers, so it would flag fresh binaries as stale.
 const SOURCES: &[(&str, &[&str])] = &[
-    (
-        "org-server",
-        &["org-server", "runtime", "proto", "Cargo.lock"],
-    ),
-    (
-        "auth-server",
-        &["auth-server", "runtime", "proto", "Cargo.lock"],
-    ),
+    ("org-server", &["org-server", "runtime", "proto"]),
+    ("auth-server", &["auth-server", "runtime", "proto"]),
 ];
 
 /// How deep to walk a source folder (bounded; the crates are shallow).
@@ -58,7 +54,14 @@ fn newest_under(path: &Path, depth: usize, newest: &mut Option<(SystemTime, Path
         return;
     };
     if metadata.is_dir() {
-        if depth == 0 || path.file_name().is_some_and(|name| name == "target") {
+        // Test and example code is not part of the server binary: editing
+        // it does not make the binary stale (and cargo would not relink it).
+        const NOT_IN_BINARY: &[&str] = &["target", "tests", "benches", "examples"];
+        if depth == 0
+            || path
+                .file_name()
+                .is_some_and(|name| NOT_IN_BINARY.iter().any(|skip| name == *skip))
+        {
             return;
         }
         let Ok(entries) = std::fs::read_dir(path) else {
