@@ -35,7 +35,14 @@ const SEED_CHUNK: usize = 10_000;
 
 #[derive(Debug)]
 pub struct SqliteStore {
+    /// Connections for reads; WAL lets them run beside the writer.
     pool: SqlitePool,
+    /// The one connection every write goes through. SQLite allows one
+    /// writer at a time; writers of this process (concurrent BatchUnlinkSso
+    /// calls above all) queue here, first come first served, instead of
+    /// colliding on the database lock, where SQLite's busy handler makes
+    /// them sleep (1, 2, 5, 10 … ms) and retry.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -61,18 +68,22 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(busy_timeout)
             .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         info!(path = %path.display(), "opened sqlite database");
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 
     /// A transaction holding the write lock from its first statement.
     async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>, AuthError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
 
@@ -131,7 +142,7 @@ impl AuthStore for SqliteStore {
         .bind(org_id.as_str())
         .bind(allow_custom_sso)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(row.into_policy(org_id))
     }
@@ -201,7 +212,7 @@ impl AuthStore for SqliteStore {
         )
         .bind(org_id.as_str())
         .bind(json_array(member_ids)?)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await?;
         deleted.into_iter().map(stored_member_id).collect()
     }
@@ -292,6 +303,7 @@ impl AuthStore for SqliteStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 }

@@ -46,7 +46,13 @@ macro_rules! org_columns {
 }
 
 pub struct SqliteStore {
+    /// Connections for reads; WAL lets them run beside the writer.
     pool: SqlitePool,
+    /// The one connection every write goes through. SQLite allows one
+    /// writer at a time; writers of this process queue here, first come
+    /// first served, instead of colliding on the database lock, where
+    /// SQLite's busy handler makes them sleep (1, 2, 5, 10 … ms) and retry.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -65,13 +71,17 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .connect_with(connect)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         info!(path, "opened sqlite database");
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, writer })
     }
 
     /// Starts a write transaction. Read the clock only after this returns:
@@ -79,7 +89,7 @@ impl SqliteStore {
     /// commit ahead of us (a job's `start_time` before the `end_time` of
     /// the org's previous job, say).
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 }
 
@@ -709,7 +719,7 @@ impl Store for SqliteStore {
         .bind(lease.job_id.to_string())
         .bind(lease.epoch)
         .bind(now_micros().saturating_add(micros(lease_for)))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         Ok(match held {
             Some((cancel_reason,)) => LeaseStatus::Held { cancel_reason },
@@ -803,7 +813,7 @@ impl Store for SqliteStore {
         .bind(lease.epoch)
         .bind(error)
         .bind(now_micros())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         row.ok_or_else(|| lease_lost(lease))?.into_job()
     }
@@ -821,7 +831,7 @@ impl Store for SqliteStore {
         .bind(state as i64)
         .bind(last_error)
         .bind(now_micros())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         row.ok_or_else(|| lease_lost(lease))?.into_job()
     }
@@ -857,7 +867,7 @@ impl Store for SqliteStore {
         }
         sqlx::query("DELETE FROM idempotency_keys WHERE create_time < ?1")
             .bind(ended_before)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(pruned)
     }
@@ -869,7 +879,7 @@ impl Store for SqliteStore {
         )
         .bind(lease.job_id.to_string())
         .bind(lease.epoch)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
