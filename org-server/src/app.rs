@@ -15,7 +15,7 @@ use crate::domain::job::{Job, JobFilter, MemberFailure};
 use crate::domain::org::{
     Member, NewOrg, Org, OrgUpdate, validate_member_ids, validate_new_members, validate_org_id,
 };
-use crate::domain::page::{PageRequest, encode_token};
+use crate::domain::page::PageRequest;
 use crate::error::{Error, Result};
 use crate::jobs::hub::{Subscription, WatchHub};
 use crate::jobs::worker::Wakeup;
@@ -157,14 +157,7 @@ impl App {
             .store
             .list_jobs(&filter, before_seq, page.size + 1)
             .await?;
-        let next_page_token = if jobs.len() > page.size {
-            jobs.truncate(page.size);
-            jobs.last()
-                .map(|(seq, _)| encode_token(&seq.to_string()))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next_page_token = page.next_token(&mut jobs, |(seq, _)| seq.to_string());
         Ok(Page {
             items: jobs.into_iter().map(|(_, job)| job).collect(),
             next_page_token,

@@ -41,18 +41,6 @@ pub struct RunnerConfig {
     pub max_backoff: Duration,
 }
 
-impl Default for RunnerConfig {
-    fn default() -> Self {
-        RunnerConfig {
-            batch_size: 500,
-            parallelism: 4,
-            max_attempts: 20,
-            initial_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-}
-
 /// How a run ended, short of a storage failure.
 #[derive(Debug)]
 pub enum RunOutcome {

@@ -298,6 +298,21 @@ async fn org_exists(tx: &mut Transaction<'static, Sqlite>, org_id: &str) -> Resu
         .ok_or_else(|| Error::NotFound(format!("org {org_id:?} not found")))
 }
 
+/// Keeps `orgs.member_count` in step with the members table, in the same
+/// transaction as the membership change, so jobs and GetOrg never count rows.
+async fn adjust_member_count(
+    tx: &mut Transaction<'static, Sqlite>,
+    org_id: &str,
+    delta: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE orgs SET member_count = member_count + ?2 WHERE id = ?1")
+        .bind(org_id)
+        .bind(delta)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn lease_lost(lease: &Lease) -> Error {
     Error::LeaseLost {
         job_id: lease.job_id.to_string(),
@@ -467,11 +482,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query("UPDATE orgs SET member_count = member_count + ?2 WHERE id = ?1")
-            .bind(org_id)
-            .bind(i64::try_from(added).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
+        adjust_member_count(&mut tx, org_id, i64::try_from(added).unwrap_or(i64::MAX)).await?;
         tx.commit().await?;
         Ok(added)
     }
@@ -489,11 +500,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        sqlx::query("UPDATE orgs SET member_count = member_count - ?2 WHERE id = ?1")
-            .bind(org_id)
-            .bind(i64::try_from(removed).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
+        adjust_member_count(&mut tx, org_id, -i64::try_from(removed).unwrap_or(i64::MAX)).await?;
         tx.commit().await?;
         Ok(removed)
     }
