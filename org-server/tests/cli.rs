@@ -76,50 +76,76 @@ fn invalid_flags_are_refused_at_start() {
     }
 }
 
-#[test]
-fn starts_on_port_0_reports_its_address_and_exits_0_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts org-server with `args` and returns it with the address from its
+/// `listening ADDR` line.
+fn spawn_server(args: &[String]) -> (KillOnDrop, std::net::SocketAddr) {
     let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--workers", "1"])
-        .arg("--database")
-        .arg(format!("sqlite://{}/nested/org.db", dir.path().display()))
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .map(KillOnDrop)
         .expect("spawn org-server");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(child.stdout.take().expect("piped stdout"))
         .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
+        .expect("read the listening line");
+    let addr = line
         .trim()
         .strip_prefix("listening ")
         .expect("listening line")
         .parse()
         .expect("address");
+    (child, addr)
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// Waits up to `timeout` for the process to exit; `what` says why it should.
+fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn starts_on_port_0_reports_its_address_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_server(&[
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--workers".into(),
+        "1".into(),
+        "--database".into(),
+        format!("sqlite://{}/nested/org.db", dir.path().display()),
+    ]);
     assert_ne!(addr.port(), 0);
     assert!(
         dir.path().join("nested/org.db").exists(),
         "database created with its directory"
     );
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "org-server did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    sigterm(&child);
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(20),
+        "org-server did not exit after SIGTERM",
+    );
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -130,23 +156,20 @@ async fn a_second_signal_exits_at_once_while_a_graceful_shutdown_waits() {
     // call to it stays in flight, so a graceful shutdown has to wait.
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--workers", "1"])
-        .args(["--auth-timeout", "120s", "--shutdown-grace", "120s"])
-        .arg("--auth-endpoint")
-        .arg(format!("http://{}", black_hole.local_addr().unwrap()))
-        .arg("--database")
-        .arg(format!("sqlite://{}/org.db", dir.path().display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(KillOnDrop)
-        .expect("spawn org-server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().strip_prefix("listening ").unwrap().to_owned();
+    let (mut child, addr) = spawn_server(&[
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--workers".into(),
+        "1".into(),
+        "--auth-timeout".into(),
+        "120s".into(),
+        "--shutdown-grace".into(),
+        "120s".into(),
+        "--auth-endpoint".into(),
+        format!("http://{}", black_hole.local_addr().unwrap()),
+        "--database".into(),
+        format!("sqlite://{}/org.db", dir.path().display()),
+    ]);
 
     // Creating an org that allows custom SSO enqueues a job whose first
     // call (SetOrgSsoPolicy) goes to the black hole.
@@ -188,25 +211,17 @@ async fn a_second_signal_exits_at_once_while_a_graceful_shutdown_waits() {
     }
     drop((orgs, jobs));
 
-    let pid = child.id().to_string();
-    let term = || Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(term().success());
+    sigterm(&child);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         child.try_wait().unwrap().is_none(),
         "the graceful shutdown waits for the call in flight"
     );
-    assert!(term().success());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a second SIGTERM must exit at once"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    sigterm(&child);
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(5),
+        "a second SIGTERM must exit at once",
+    );
     assert_eq!(status.code(), Some(orgauth_runtime::FORCED_EXIT_CODE));
 }
