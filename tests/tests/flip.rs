@@ -117,11 +117,11 @@ async fn re_enabling_only_sets_the_policy_back() {
 
 /// Counts the SQL statements org-server ran for UpdateOrg calls: sqlx logs
 /// each statement at DEBUG under the `sqlx::query` target, inside the
-/// `update_org` span of the request that ran it (so background work, such
-/// as pruning, is not counted).
+/// `commit_org_updates` span of the group commit that wrote the request
+/// (so background work, such as pruning, is not counted).
 fn statements(log: &str) -> Vec<String> {
     log.lines()
-        .filter(|line| line.contains("update_org{") && line.contains("sqlx::query"))
+        .filter(|line| line.contains("commit_org_updates{") && line.contains("sqlx::query"))
         .filter_map(|line| line.split("summary=").nth(1))
         .map(|summary| summary.chars().take(60).collect())
         .collect()

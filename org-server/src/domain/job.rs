@@ -110,6 +110,30 @@ pub struct Job {
     pub end_time: Option<Micros>,
 }
 
+impl Job {
+    /// A job as enqueued: queued, nothing done yet, version 1.
+    pub fn queued(id: Uuid, org_id: String, kind: JobKind, now: Micros) -> Self {
+        Job {
+            id,
+            org_id,
+            kind,
+            state: JobState::Queued,
+            total_members: 0,
+            processed_members: 0,
+            unlinked_members: 0,
+            failed_members: 0,
+            attempt: 0,
+            last_error: String::new(),
+            failures: Vec::new(),
+            version: 1,
+            create_time: now,
+            update_time: now,
+            start_time: None,
+            end_time: None,
+        }
+    }
+}
+
 /// Parses a job id sent by a caller.
 pub fn parse_job_id(field: &str, id: &str) -> Result<Uuid> {
     if id.is_empty() {

@@ -7,6 +7,7 @@
 //! writes made by a worker are fenced by its [`Lease`]: once another worker
 //! has claimed the job, they fail with `Error::LeaseLost`.
 
+mod group_commit;
 mod sqlite;
 
 use std::time::Duration;
@@ -81,6 +82,19 @@ pub struct OrgWrite {
     pub stop_requested: Vec<Uuid>,
 }
 
+impl OrgWrite {
+    /// A write of `org` that enqueued nothing.
+    pub fn new(org: Org) -> Self {
+        OrgWrite {
+            org,
+            job_id: None,
+            new_job: None,
+            superseded: Vec::new(),
+            stop_requested: Vec::new(),
+        }
+    }
+}
+
 /// The result of asking a job to stop.
 #[derive(Debug, Clone)]
 pub enum CancelOutcome {
@@ -120,8 +134,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_orgs(&self, after: Option<&str>, limit: usize) -> Result<Vec<Org>>;
 
     /// Applies [`crate::domain::org::plan_update`] to the current org and
-    /// writes the new row and its job in one transaction. O(1) in the number
-    /// of members. A repeated `request_id` returns the first result.
+    /// writes the new row and its job in one transaction, which concurrent
+    /// updates may share (each still sees the ones before it). O(1) in the
+    /// number of members. A repeated `request_id` returns the first result.
     async fn update_org(&self, update: &OrgUpdate) -> Result<OrgWrite>;
 
     /// Adds members that are not yet in the org; returns how many were new.

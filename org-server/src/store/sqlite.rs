@@ -6,6 +6,10 @@
 //! so two writers never deadlock upgrading a read lock. Batches travel as one
 //! JSON array parameter (`json_each`), so a 1,000-member write is a single
 //! statement.
+//!
+//! Every write goes through one connection. UpdateOrgs are group-committed
+//! ([`super::group_commit`]): concurrent ones share a transaction, written
+//! set-based by [`org_writes`], and so share its fsync.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,16 +20,17 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
-use tracing::info;
+use tracing::{Instrument, info, info_span};
 use uuid::Uuid;
 
+use super::group_commit::GroupCommit;
 use super::{
     CancelOutcome, ClaimedJob, Lease, LeaseStatus, OrgWrite, Progress, Store, StoreOptions,
 };
 use crate::domain::job::{
     Checkpoint, FAILURE_SAMPLE_SIZE, Job, JobFilter, JobKind, JobState, MemberFailure,
 };
-use crate::domain::org::{Member, NewOrg, Org, OrgUpdate, plan_update};
+use crate::domain::org::{Member, NewOrg, Org, OrgUpdate};
 use crate::domain::{Micros, now_micros};
 use crate::error::{Error, Result};
 
@@ -45,6 +50,12 @@ macro_rules! org_columns {
     };
 }
 
+mod org_writes;
+
+/// Most UpdateOrgs one group commit writes together; beyond this they wait
+/// for the next transaction.
+const MAX_UPDATE_BATCH: usize = 256;
+
 pub struct SqliteStore {
     /// Connections for reads; WAL lets them run beside the writer.
     pool: SqlitePool,
@@ -53,6 +64,8 @@ pub struct SqliteStore {
     /// first served, instead of colliding on the database lock, where
     /// SQLite's busy handler makes them sleep (1, 2, 5, 10 … ms) and retry.
     writer: SqlitePool,
+    /// UpdateOrgs, group-committed through `writer`.
+    org_updates: GroupCommit<OrgUpdate, OrgWrite>,
 }
 
 impl SqliteStore {
@@ -73,15 +86,29 @@ impl SqliteStore {
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // A connection to a local file cannot go stale; the default
+            // ping on every acquire is a wasted round trip to its thread.
+            .test_before_acquire(false)
             .connect_with(connect.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(options.max_connections.max(1))
             .connect_with(connect)
             .await?;
         info!(path, "opened sqlite database");
-        Ok(SqliteStore { pool, writer })
+        let batch_writer = writer.clone();
+        let org_updates = GroupCommit::spawn(MAX_UPDATE_BATCH, move |updates: Vec<OrgUpdate>| {
+            let writer = batch_writer.clone();
+            let span = info_span!("commit_org_updates", batch = updates.len());
+            async move { org_writes::update_orgs(&writer, updates).await }.instrument(span)
+        });
+        Ok(SqliteStore {
+            pool,
+            writer,
+            org_updates,
+        })
     }
 
     /// Starts a write transaction. Read the clock only after this returns:
@@ -167,127 +194,6 @@ impl JobRow {
     }
 }
 
-/// Inserts a queued job for `org_id` and supersedes the org's older jobs:
-/// queued ones end CANCELLED, running ones are asked to stop.
-async fn enqueue_job(
-    tx: &mut Transaction<'static, Sqlite>,
-    org_id: &str,
-    kind: JobKind,
-    now: Micros,
-    write: &mut OrgWrite,
-) -> Result<()> {
-    let job_id = Uuid::now_v7();
-    let reason = format!("superseded by job {job_id}");
-    let superseded: Vec<JobRow> = sqlx::query_as(concat!(
-        "UPDATE jobs SET state = 5, last_error = ?2, end_time = ?3, update_time = ?3, \
-         version = version + 1 WHERE org_id = ?1 AND state = 1 RETURNING ",
-        job_columns!()
-    ))
-    .bind(org_id)
-    .bind(&reason)
-    .bind(now)
-    .fetch_all(&mut **tx)
-    .await?;
-    write.superseded = superseded
-        .into_iter()
-        .map(JobRow::into_job)
-        .collect::<Result<_>>()?;
-
-    let stopping: Vec<(String,)> = sqlx::query_as(
-        "UPDATE jobs SET cancel_reason = ?2 \
-         WHERE org_id = ?1 AND state = 2 AND cancel_reason IS NULL RETURNING id",
-    )
-    .bind(org_id)
-    .bind(&reason)
-    .fetch_all(&mut **tx)
-    .await?;
-    write.stop_requested = stopping
-        .into_iter()
-        .filter_map(|(id,)| Uuid::try_parse(&id).ok())
-        .collect();
-
-    let row: JobRow = sqlx::query_as(concat!(
-        "INSERT INTO jobs (id, org_id, kind, state, create_time, update_time) \
-         VALUES (?1, ?2, ?3, 1, ?4, ?4) RETURNING ",
-        job_columns!()
-    ))
-    .bind(job_id.to_string())
-    .bind(org_id)
-    .bind(kind as i64)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
-    write.job_id = Some(job_id);
-    write.new_job = Some(row.into_job()?);
-    Ok(())
-}
-
-/// Looks up an idempotency key. `Ok(Some)` is the first response to replay;
-/// a key reused for a different request is INVALID_ARGUMENT.
-async fn replay(
-    tx: &mut Transaction<'static, Sqlite>,
-    method: &str,
-    request_id: &str,
-    fingerprint: &str,
-) -> Result<Option<OrgWrite>> {
-    let row: Option<(String, Option<String>, String)> = sqlx::query_as(
-        "SELECT fingerprint, job_id, org_json FROM idempotency_keys \
-         WHERE method = ?1 AND request_id = ?2",
-    )
-    .bind(method)
-    .bind(request_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some((stored_fingerprint, job_id, org_json)) = row else {
-        return Ok(None);
-    };
-    if stored_fingerprint != fingerprint {
-        return Err(Error::invalid(
-            "request_id",
-            format!(
-                "{request_id:?} was already used for a different {method} request; \
-                 use a new request_id for a new request"
-            ),
-        ));
-    }
-    let org: Org = serde_json::from_str(&org_json)
-        .map_err(|err| Error::Internal(format!("corrupt idempotency record: {err}")))?;
-    Ok(Some(OrgWrite {
-        org,
-        job_id: job_id.as_deref().and_then(|id| Uuid::try_parse(id).ok()),
-        new_job: None,
-        superseded: Vec::new(),
-        stop_requested: Vec::new(),
-    }))
-}
-
-async fn remember(
-    tx: &mut Transaction<'static, Sqlite>,
-    method: &str,
-    request_id: &str,
-    fingerprint: &str,
-    write: &OrgWrite,
-    now: Micros,
-) -> Result<()> {
-    let org_json = serde_json::to_string(&write.org)
-        .map_err(|err| Error::Internal(format!("cannot encode org: {err}")))?;
-    sqlx::query(
-        "INSERT INTO idempotency_keys \
-         (method, request_id, fingerprint, org_id, job_id, org_json, create_time) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .bind(method)
-    .bind(request_id)
-    .bind(fingerprint)
-    .bind(&write.org.id)
-    .bind(write.job_id.map(|id| id.to_string()))
-    .bind(org_json)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
 async fn org_exists(tx: &mut Transaction<'static, Sqlite>, org_id: &str) -> Result<()> {
     let found: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM orgs WHERE id = ?1")
         .bind(org_id)
@@ -329,10 +235,14 @@ impl Store for SqliteStore {
         const METHOD: &str = "CreateOrg";
         let mut tx = self.begin_write().await?;
         let now = now_micros();
-        if let Some(request_id) = &new.request_id
-            && let Some(first) = replay(&mut tx, METHOD, request_id, &new.fingerprint()).await?
-        {
-            return Ok(first);
+        let fingerprint = new.fingerprint();
+        if let Some(request_id) = &new.request_id {
+            let mut stored =
+                org_writes::stored_responses(&mut tx, METHOD, std::iter::once(request_id.as_str()))
+                    .await?;
+            if let Some(first) = stored.remove(request_id.as_str()) {
+                return first.replay(METHOD, request_id, &fingerprint);
+            }
         }
         let id = new.id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
         let inserted = sqlx::query(
@@ -350,26 +260,29 @@ impl Store for SqliteStore {
                 "org {id:?} already exists; choose another id or leave it empty for a server-assigned one"
             )));
         }
-        let mut write = OrgWrite {
-            org: Org {
-                id: id.clone(),
-                display_name: new.display_name.clone(),
-                allow_custom_sso: new.allow_custom_sso,
-                revision: 1,
-                member_count: 0,
-                create_time: now,
-                update_time: now,
-            },
-            job_id: None,
-            new_job: None,
-            superseded: Vec::new(),
-            stop_requested: Vec::new(),
-        };
+        let mut write = OrgWrite::new(Org {
+            id: id.clone(),
+            display_name: new.display_name.clone(),
+            allow_custom_sso: new.allow_custom_sso,
+            revision: 1,
+            member_count: 0,
+            create_time: now,
+            update_time: now,
+        });
         if let Some(kind) = new.job_kind() {
-            enqueue_job(&mut tx, &id, kind, now, &mut write).await?;
+            let mut enqueued =
+                org_writes::enqueue_jobs(&mut tx, &[(id.as_str(), kind)], now).await?;
+            if let Some(job) = enqueued.remove(&id) {
+                job.report(&mut write);
+            }
         }
         if let Some(request_id) = &new.request_id {
-            remember(&mut tx, METHOD, request_id, &new.fingerprint(), &write, now).await?;
+            let first = org_writes::FirstResponse {
+                request_id,
+                fingerprint,
+                write: &write,
+            };
+            org_writes::remember(&mut tx, METHOD, &[first], now).await?;
         }
         tx.commit().await?;
         Ok(write)
@@ -401,62 +314,7 @@ impl Store for SqliteStore {
     }
 
     async fn update_org(&self, update: &OrgUpdate) -> Result<OrgWrite> {
-        const METHOD: &str = "UpdateOrg";
-        let mut tx = self.begin_write().await?;
-        let now = now_micros();
-        if let Some(request_id) = &update.request_id
-            && let Some(first) = replay(&mut tx, METHOD, request_id, &update.fingerprint()).await?
-        {
-            return Ok(first);
-        }
-        let current: Org = sqlx::query_as::<_, OrgRow>(concat!(
-            "SELECT ",
-            org_columns!(),
-            " FROM orgs WHERE id = ?1"
-        ))
-        .bind(&update.org_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(Org::from)
-        .ok_or_else(|| Error::NotFound(format!("org {:?} not found", update.org_id)))?;
-
-        let plan = plan_update(&current, update, now)?;
-        if plan.changed {
-            sqlx::query(
-                "UPDATE orgs SET display_name = ?2, allow_custom_sso = ?3, revision = ?4, \
-                 update_time = ?5 WHERE id = ?1",
-            )
-            .bind(&plan.org.id)
-            .bind(&plan.org.display_name)
-            .bind(plan.org.allow_custom_sso)
-            .bind(plan.org.revision)
-            .bind(plan.org.update_time)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let mut write = OrgWrite {
-            org: plan.org,
-            job_id: None,
-            new_job: None,
-            superseded: Vec::new(),
-            stop_requested: Vec::new(),
-        };
-        if let Some(kind) = plan.job {
-            enqueue_job(&mut tx, &update.org_id, kind, now, &mut write).await?;
-        }
-        if let Some(request_id) = &update.request_id {
-            remember(
-                &mut tx,
-                METHOD,
-                request_id,
-                &update.fingerprint(),
-                &write,
-                now,
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(write)
+        self.org_updates.submit(update.clone()).await
     }
 
     async fn add_members(&self, org_id: &str, members: &[Member]) -> Result<u64> {
