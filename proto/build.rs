@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // See `LeanCodec`: every stream would otherwise hold 8 KiB.
+        .codec_path("crate::LeanCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -29,6 +29,50 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("orga
 
 pub use prost_types;
 
+/// How many bytes a stream's encode buffer starts with. tonic's default,
+/// 8 KiB, is allocated per stream and kept for its life, and messages are
+/// written one after another through it until all of it is resident: with
+/// 10,000 WatchJob streams that was 8 of the ~10 KiB each stream cost the
+/// server. Our messages are a few hundred bytes; a larger one grows the
+/// buffer as it needs.
+const ENCODE_BUFFER: usize = 256;
+
+/// tonic's default: a stream yields to the runtime after encoding this much.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+/// The protobuf codec of every generated client and server: tonic-prost's,
+/// with a small initial encode buffer (see [`ENCODE_BUFFER`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LeanCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+impl<T, U> Default for LeanCodec<T, U> {
+    fn default() -> Self {
+        LeanCodec(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for LeanCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<T, U>::raw_encoder(tonic::codec::BufferSettings::new(
+            ENCODE_BUFFER,
+            YIELD_THRESHOLD,
+        ))
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<T, U>::raw_decoder(tonic::codec::BufferSettings::default())
+    }
+}
+
 /// The canonical upper-case name of a gRPC status code, as every gRPC
 /// implementation prints it (`NOT_FOUND`), for messages and per-member
 /// error codes that cross language boundaries.
