@@ -20,7 +20,7 @@ use orgauth_proto::org::v1::org_service_client::OrgServiceClient;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::Result;
-use crate::report::{Goal, Latencies, Row};
+use crate::report::{Goal, Latencies, Row, SizeLatency};
 use crate::rpc;
 
 /// How many calls, and how many warm-up calls before them.
@@ -41,8 +41,30 @@ pub fn size_label(members: u64) -> String {
     }
 }
 
+/// What [`run`] measured: the table's rows, and the figures behind them
+/// that other measurements and the charts compare with.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// The rows of measurement 1.
+    pub rows: Vec<Row>,
+    /// UpdateOrg p50/p99 per org size, smallest first.
+    pub sizes: Vec<SizeLatency>,
+    /// The Health Check p50 over all sizes (the floor), in milliseconds.
+    pub check_p50_ms: f64,
+}
+
+impl Measured {
+    /// UpdateOrg's p50 for an org of `members` members, if measured.
+    pub fn p50_ms(&self, members: u64) -> Option<f64> {
+        self.sizes
+            .iter()
+            .find(|size| size.members == members)
+            .map(|size| size.p50_ms)
+    }
+}
+
 /// Measures UpdateOrg on each `(org id, members)` org, smallest first.
-pub async fn run(org_addr: SocketAddr, orgs: &[(String, u64)], plan: Plan) -> Result<Vec<Row>> {
+pub async fn run(org_addr: SocketAddr, orgs: &[(String, u64)], plan: Plan) -> Result<Measured> {
     let channel = rpc::connect(org_addr).await?;
     let mut org_client = OrgServiceClient::new(channel.clone());
     let mut health = HealthClient::new(channel);
@@ -118,7 +140,18 @@ pub async fn run(org_addr: SocketAddr, orgs: &[(String, u64)], plan: Plan) -> Re
             .note(note),
         );
     }
-    Ok(rows)
+    Ok(Measured {
+        rows,
+        sizes: per_size
+            .iter()
+            .map(|(members, updates)| SizeLatency {
+                members: *members,
+                p50_ms: updates.p50_ms(),
+                p99_ms: updates.p99_ms(),
+            })
+            .collect(),
+        check_p50_ms: check_p50,
+    })
 }
 
 /// The disk's floor for one durable commit: append 4 KiB to a file in

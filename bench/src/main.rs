@@ -8,20 +8,27 @@
 //! 1. UpdateOrg latency against org size ([`latency`]), next to Health Check.
 //! 2. UpdateOrg throughput at 1, 16 and 64 clients ([`throughput`]), next to
 //!    Health Check throughput.
+//! 3. The naive alternative, an UpdateOrg that unlinks every member before
+//!    it returns ([`naive`]), next to our UpdateOrg of the same org size.
 //! 4. Unlink throughput end to end ([`unlink`]), next to Auth's raw storage
 //!    rate, and a batch size x parallelism sweep.
 //! 5. Job pickup latency ([`pickup`]).
+//! 6. Watch fan-out ([`fanout`]): org-server's memory per WatchJob stream
+//!    and the delay from a checkpoint to the last of thousands of watchers,
+//!    next to the delay with one watcher.
+//!
+//! With `--svg-dir DIR` it also draws the results as SVG ([`charts`]).
 //!
 //! ```sh
-//! cargo build --release --workspace && ./target/release/orgauth-bench [--quick] [--json PATH]
+//! cargo build --release --workspace && ./target/release/orgauth-bench [--quick] [--json PATH] [--svg-dir DIR]
 //! ```
-//!
-//! Measurements 3 (the naive inline baseline) and 6 (watch fan-out memory)
-//! are not implemented yet; see `docs/benchmarks.md`.
 
+mod charts;
 mod error;
+mod fanout;
 mod freshness;
 mod latency;
+mod naive;
 mod pickup;
 mod report;
 mod rpc;
@@ -39,7 +46,7 @@ use orgauth_proto::org::v1::org_service_client::OrgServiceClient;
 
 use crate::error::{Result, fail};
 use crate::latency::size_label;
-use crate::report::{Goal, Machine, Report, Row, SweepPoint};
+use crate::report::{Goal, Machine, Report, Row, SizeLatency, SweepPoint};
 use crate::servers::{OrgOptions, Stack};
 
 /// What both servers' SQLite storage is set to (see their `store::sqlite`).
@@ -57,6 +64,10 @@ struct Cli {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Also draw the results as SVG charts into this directory
+    /// (`updateorg-latency.svg`, `unlink-sweep.svg`).
+    #[arg(long, value_name = "DIR")]
+    svg_dir: Option<PathBuf>,
     /// Where `org-server` and `auth-server` are (default: this executable's
     /// directory).
     #[arg(long, value_name = "DIR")]
@@ -78,6 +89,11 @@ struct Plan {
     sweep_members: u64,
     sweep: Vec<(u32, u32)>,
     pickup: pickup::Plan,
+    naive: Vec<naive::Plan>,
+    fanout: fanout::Plan,
+    fanout_members: u64,
+    /// org-server's `--batch-size` while the fan-out's job runs.
+    fanout_batch: u32,
 }
 
 impl Plan {
@@ -120,6 +136,25 @@ impl Plan {
                 warmup: 20,
                 jobs: if quick { 200 } else { 1000 },
             },
+            naive: vec![
+                naive::Plan {
+                    members: 10_000,
+                    samples: 3,
+                },
+                naive::Plan {
+                    members: 100_000,
+                    samples: 2,
+                },
+            ],
+            fanout: fanout::Plan {
+                watchers: 10_000,
+                connections: 8,
+                opening: FANOUT_OPENING,
+                window: Duration::from_secs(if quick { 2 } else { 6 }),
+                solo_window: Duration::from_millis(500),
+            },
+            fanout_members: FANOUT_MEMBERS,
+            fanout_batch: FANOUT_BATCH,
         }
     }
 }
@@ -133,6 +168,25 @@ fn throughput_org(i: usize) -> String {
 }
 
 const PICKUP_ORG: &str = "pickup";
+
+/// The org whose unlink job the fan-out's watchers watch. Its members are
+/// not linked in Auth: the job does the same calls and checkpoints.
+const FANOUT_ORG: &str = "fanout";
+
+/// Members of [`FANOUT_ORG`]: with [`FANOUT_BATCH`] and parallelism 1 the
+/// job outlasts the fan-out measurement (it is cancelled at its end). It
+/// runs at about 100,000 members/s with one watcher, and far slower with
+/// 10,000 (see the fan-out's rows), so half of these are left at the end.
+const FANOUT_MEMBERS: u64 = 200_000;
+
+/// org-server's `--batch-size` during the fan-out.
+const FANOUT_BATCH: u32 = 100;
+
+/// Watches of the fan-out being opened at once. Opening all of them in
+/// the same instant would measure the burst (every request's service
+/// future alive while it waits for its first read), not what a watcher
+/// costs once attached; see `fanout`.
+const FANOUT_OPENING: usize = 256;
 
 /// The run's progress on stderr, with the time since the start.
 struct Log {
@@ -215,7 +269,14 @@ async fn run(cli: Cli) -> Result<()> {
     let mut log = Log::new();
     let mut stack = Stack::start(&bin_dir, OrgOptions::default())?;
     let suite = suite(&plan, &mut stack, &mut log).await;
-    let (rows, sweep) = match suite {
+    let Results {
+        rows,
+        sweep,
+        sizes,
+        check_p50_ms,
+        naive,
+        fanout,
+    } = match suite {
         Ok(results) => results,
         Err(err) => {
             eprintln!("{}", stack.log_tails());
@@ -224,6 +285,20 @@ async fn run(cli: Cli) -> Result<()> {
     };
     drop(stack);
     let wall_s = log.start.elapsed().as_secs_f64();
+
+    let mut svg = Vec::new();
+    if let Some(dir) = &cli.svg_dir {
+        let data = charts::Data {
+            sizes: &sizes,
+            check_p50_ms,
+            naive: &naive,
+            sweep: &sweep,
+        };
+        for path in charts::write(dir, data)? {
+            eprintln!("wrote {}", path.display());
+            svg.push(path.display().to_string());
+        }
+    }
 
     println!();
     println!("{}", report::table(&rows));
@@ -258,6 +333,11 @@ async fn run(cli: Cli) -> Result<()> {
             durability: DURABILITY.to_owned(),
             rows,
             sweep,
+            update_latency: sizes,
+            check_p50_ms,
+            naive,
+            fanout,
+            svg,
             phases: log.phases,
         };
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
@@ -284,11 +364,18 @@ fn sweep_table(sweep: &[SweepPoint]) -> String {
     out
 }
 
-async fn suite(
-    plan: &Plan,
-    stack: &mut Stack,
-    log: &mut Log,
-) -> Result<(Vec<Row>, Vec<SweepPoint>)> {
+/// Everything the suite measured.
+struct Results {
+    rows: Vec<Row>,
+    sweep: Vec<SweepPoint>,
+    /// Measurement 1 per org size, for measurement 3 and the charts.
+    sizes: Vec<SizeLatency>,
+    check_p50_ms: Option<f64>,
+    naive: Vec<naive::NaivePoint>,
+    fanout: Option<fanout::Fanout>,
+}
+
+async fn suite(plan: &Plan, stack: &mut Stack, log: &mut Log) -> Result<Results> {
     let mut rows = Vec::new();
     let mut sweep = Vec::new();
 
@@ -393,6 +480,44 @@ async fn suite(
     }
     log.end_phase("4: unlink sweep");
 
+    // Before measurement 1, which leaves queued jobs behind (it runs with
+    // --workers 0): here the fan-out's job is the only one.
+    log.phase("6: watch fan-out");
+    stack.restart_org(OrgOptions {
+        workers: 4,
+        batch_size: plan.fanout_batch,
+        parallelism: 1,
+    })?;
+    let org_pid = stack
+        .org_pid()
+        .ok_or_else(|| crate::error::BoxError::from("org-server is not running"))?;
+    log.say(&format!(
+        "   org-server pid {org_pid} --batch-size {} --parallelism 1; {} watchers over {} connections",
+        plan.fanout_batch, plan.fanout.watchers, plan.fanout.connections
+    ));
+    let fan = fanout::run(stack.org_addr()?, org_pid, FANOUT_ORG, plan.fanout).await?;
+    log.say(&format!(
+        "   VmRSS {} -> {} -> {} KiB ({:.0} / {:.0} B per watcher); attach {:.2} s; \
+         {} of {} checkpoints measured, delay p50 {:.1} ms p99 {:.1} ms max {:.1} ms; \
+         alone p50 {:.2} ms p99 {:.2} ms; {} messages",
+        fan.rss_before_kib,
+        fan.rss_attached_kib,
+        fan.rss_end_kib,
+        fan.bytes_per_watcher,
+        fan.bytes_per_watcher_end,
+        fan.attach_s,
+        fan.checkpoints,
+        fan.versions_in_window,
+        fan.delay_p50_ms,
+        fan.delay_p99_ms,
+        fan.delay_max_ms,
+        fan.solo_p50_ms,
+        fan.solo_p99_ms,
+        fan.messages
+    ));
+    rows.extend(fanout_rows(plan, &fan));
+    log.end_phase("6: watch fan-out");
+
     log.phase("1: UpdateOrg latency");
     stack.restart_org(OrgOptions {
         workers: 0,
@@ -407,7 +532,8 @@ async fn suite(
         .iter()
         .map(|&members| (size_org(members), members))
         .collect();
-    rows.extend(latency::run(stack.org_addr()?, &sized, plan.latency).await?);
+    let measured = latency::run(stack.org_addr()?, &sized, plan.latency).await?;
+    rows.extend(measured.rows.iter().cloned());
     let probe_dir = tempfile::Builder::new()
         .prefix("orgauth-bench-fsync-")
         .tempdir()?;
@@ -429,6 +555,45 @@ async fn suite(
     );
     log.end_phase("1: UpdateOrg latency");
 
+    log.phase("3: naive inline UpdateOrg");
+    let naive_points = naive::run(stack.auth_addr(), &plan.naive).await?;
+    for point in &naive_points {
+        let label = size_label(point.members);
+        let samples: Vec<String> = point
+            .samples_ms
+            .iter()
+            .map(|ms| format!("{ms:.0}"))
+            .collect();
+        log.say(&format!(
+            "   {label}: {} ms ({:.0}% in BatchUnlinkSso)",
+            samples.join(", "),
+            100.0 * point.unlink_share
+        ));
+        rows.push(
+            Row::new(
+                3,
+                format!("naive inline UpdateOrg, {label} members (median)"),
+                point.median_ms,
+                "ms",
+                measured
+                    .p50_ms(point.members)
+                    .map(|ours| (ours, "our UpdateOrg p50")),
+                Goal::None,
+            )
+            .note(format!(
+                "{} samples: {} ms; org write, SetOrgSsoPolicy, then {} sequential \
+                 BatchUnlinkSso of {} ({:.0}% of the time), org-server's store and Auth \
+                 client in process, real auth-server; re-linked between samples",
+                point.samples_ms.len(),
+                samples.join(", "),
+                point.members.div_ceil(naive::PAGE as u64),
+                naive::PAGE,
+                100.0 * point.unlink_share
+            )),
+        );
+    }
+    log.end_phase("3: naive inline UpdateOrg");
+
     log.phase("2: UpdateOrg throughput");
     let tp_orgs: Vec<String> = (0..64).map(throughput_org).collect();
     rows.extend(
@@ -443,7 +608,96 @@ async fn suite(
     log.end_phase("2: UpdateOrg throughput");
 
     rows.sort_by_key(|row| row.section);
-    Ok((rows, sweep))
+    Ok(Results {
+        rows,
+        sweep,
+        check_p50_ms: Some(measured.check_p50_ms),
+        sizes: measured.sizes,
+        naive: naive_points,
+        fanout: Some(fan),
+    })
+}
+
+/// The rows of measurement 6.
+fn fanout_rows(plan: &Plan, fan: &fanout::Fanout) -> Vec<Row> {
+    let setup = format!(
+        "{} watchers over {} connections on one unlink job (batch {}, parallelism 1){}",
+        fan.watchers,
+        fan.connections,
+        plan.fanout_batch,
+        if fan.watchers < 10_000 {
+            "; fewer than the 10,000 of the target"
+        } else {
+            ""
+        }
+    );
+    let cpu = format!(
+        "CPU during the window: org-server {:.0}%, this benchmark {:.0}% of one core",
+        100.0 * fan.server_cpu_s / fan.cpu_window_s,
+        100.0 * fan.bench_cpu_s / fan.cpu_window_s
+    );
+    let delay_note = format!(
+        "{setup}; {} checkpoints in {:.1} s ({} versions written; each watcher received \
+         {:.0}% of them itself, the others coalesced into a newer one); max {:.1} ms; \
+         baseline: one watcher alone, {} checkpoints; {cpu}",
+        fan.checkpoints,
+        fan.window_s,
+        fan.versions_in_window,
+        100.0 * fan.received_share,
+        fan.delay_max_ms,
+        fan.solo_checkpoints
+    );
+    vec![
+        Row::new(
+            6,
+            "watch fan-out: org-server memory per watcher",
+            fan.bytes_per_watcher / 1024.0,
+            "KiB",
+            None,
+            Goal::ValueBelow(8.0),
+        )
+        .note(format!(
+            "{setup}; VmRSS {:.1} MiB before, {:.1} MiB with every watcher attached, \
+             {:.1} MiB at the end of the window ({:.2} KiB per watcher); watches opened \
+             {} at a time, attach took {:.2} s",
+            fan.rss_before_kib as f64 / 1024.0,
+            fan.rss_attached_kib as f64 / 1024.0,
+            fan.rss_end_kib as f64 / 1024.0,
+            fan.bytes_per_watcher_end / 1024.0,
+            plan.fanout.opening,
+            fan.attach_s
+        )),
+        Row::new(
+            6,
+            "watch fan-out: checkpoint -> last watcher p50",
+            fan.delay_p50_ms,
+            "ms",
+            Some((fan.solo_p50_ms, "1 watcher p50")),
+            Goal::None,
+        )
+        .note(delay_note.clone()),
+        Row::new(
+            6,
+            "watch fan-out: checkpoint -> last watcher p99",
+            fan.delay_p99_ms,
+            "ms",
+            Some((fan.solo_p99_ms, "1 watcher p99")),
+            Goal::ValueBelow(200.0),
+        )
+        .note(delay_note),
+        Row::new(
+            6,
+            "watch fan-out: the job's unlink rate meanwhile",
+            fan.members_per_s,
+            "members/s",
+            Some((fan.solo_members_per_s, "1 watcher")),
+            Goal::None,
+        )
+        .note(format!(
+            "{setup}; the worker shares org-server's runtime and the two cores with the \
+             fan-out; {cpu}"
+        )),
+    ]
 }
 
 /// Creates every org with custom SSO allowed (waiting for each creation
@@ -453,6 +707,7 @@ async fn seed(plan: &Plan, stack: &Stack, log: &Log) -> Result<()> {
     let mut org_ids: Vec<String> = plan.org_sizes.iter().map(|&m| size_org(m)).collect();
     org_ids.extend((0..64).map(throughput_org));
     org_ids.push(PICKUP_ORG.to_owned());
+    org_ids.push(FANOUT_ORG.to_owned());
     futures::stream::iter(org_ids.iter())
         .map(|org_id| {
             let channel = channel.clone();
@@ -496,5 +751,11 @@ async fn seed(plan: &Plan, stack: &Stack, log: &Log) -> Result<()> {
             ))
         ));
     }
+    let start = Instant::now();
+    rpc::add_members(&channel, FANOUT_ORG, plan.fanout_members).await?;
+    log.say(&format!(
+        "   {FANOUT_ORG}: AddMembers {:.1} s",
+        start.elapsed().as_secs_f64()
+    ));
     Ok(())
 }

@@ -71,13 +71,14 @@ pub enum Goal {
 /// One line of the result table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// The measurement number (1, 2, 4, 5), or 0 for context rows.
+    /// The measurement number (1 to 6), or 0 for context rows.
     pub section: u32,
     /// What was measured.
     pub measurement: String,
     /// The measured value, in `unit`.
     pub value: f64,
-    /// The unit of `value` and `baseline` ("ms", "calls/s", "members/s").
+    /// The unit of `value` and `baseline` ("ms", "calls/s", "members/s",
+    /// "KiB").
     pub unit: String,
     /// The same-run baseline, in `unit`.
     pub baseline: Option<f64>,
@@ -284,6 +285,17 @@ pub struct SweepPoint {
     pub raw_members_per_s: f64,
 }
 
+/// UpdateOrg latency for one org size (measurement 1).
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeLatency {
+    /// Members of the org.
+    pub members: u64,
+    /// UpdateOrg p50, milliseconds.
+    pub p50_ms: f64,
+    /// UpdateOrg p99, milliseconds.
+    pub p99_ms: f64,
+}
+
 /// Everything `--json` writes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -301,6 +313,16 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The unlink sweep.
     pub sweep: Vec<SweepPoint>,
+    /// Measurement 1 per org size.
+    pub update_latency: Vec<SizeLatency>,
+    /// Health Check p50 of measurement 1 (the floor), ms.
+    pub check_p50_ms: Option<f64>,
+    /// Measurement 3: the naive inline UpdateOrg per org size.
+    pub naive: Vec<crate::naive::NaivePoint>,
+    /// Measurement 6: watch fan-out.
+    pub fanout: Option<crate::fanout::Fanout>,
+    /// The SVG charts written (`--svg-dir`).
+    pub svg: Vec<String>,
     /// How long each phase took, seconds.
     pub phases: Vec<(String, f64)>,
 }
