@@ -7,6 +7,14 @@
 //! - [`announce`]: the one stdout line, `listening ADDR`, that scripts and
 //!   tests read to learn the port when started on port 0.
 //! - [`reflection`]: gRPC reflection limited to the services a server serves.
+//! - [`parse_config`]: flags with an environment variable each.
+//! - [`access`]: bearer-token authentication at the transport edge.
+//! - [`status`]: statuses with google.rpc error details.
+//! - [`transport`]: TLS, mutual TLS and transport limits.
+
+pub mod access;
+pub mod status;
+pub mod transport;
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};
@@ -70,6 +78,38 @@ pub fn announce(addr: SocketAddr) {
     if let Err(err) = writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush()) {
         warn!(error = %err, "cannot announce the listening address on stdout");
     }
+}
+
+/// Parses the command line into `C`. Every flag without an explicit
+/// environment variable gets `PREFIX` + its name in upper snake case, so the
+/// flags both servers share through [`transport::ServeArgs`] read
+/// `ORG_SERVER_TLS_CERT` in one and `AUTH_SERVER_TLS_CERT` in the other.
+pub fn parse_config<C: clap::Parser>(env_prefix: &str) -> C {
+    match try_parse_config(env_prefix, std::env::args_os()) {
+        Ok(config) => config,
+        Err(err) => err.exit(),
+    }
+}
+
+/// [`parse_config`] over explicit arguments, for tests.
+pub fn try_parse_config<C, I, T>(env_prefix: &str, args: I) -> Result<C, clap::Error>
+where
+    C: clap::Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let mut command = C::command();
+    let unnamed: Vec<String> = command
+        .get_arguments()
+        .filter(|arg| arg.get_env().is_none() && arg.get_long().is_some())
+        .map(|arg| arg.get_id().to_string())
+        .collect();
+    for id in unnamed {
+        let env = format!("{env_prefix}{}", id.to_uppercase());
+        command = command.mut_arg(id, |arg| arg.env(env));
+    }
+    let matches = command.try_get_matches_from(args)?;
+    C::from_arg_matches(&matches)
 }
 
 /// Reflection over `services` only (plus the health service). orgauth's
