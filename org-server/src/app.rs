@@ -8,18 +8,21 @@
 
 use std::sync::Arc;
 
+use orgauth_security::Caller;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::domain::access::{listing_scope, require_admin, require_job, require_org};
 use crate::domain::job::{Job, JobFilter, MemberFailure};
 use crate::domain::org::{
     Member, NewOrg, Org, OrgUpdate, validate_member_ids, validate_new_members, validate_org_id,
 };
-use crate::domain::page::PageRequest;
+use crate::domain::page::{PageRequest, Pages};
 use crate::error::{Error, Result};
 use crate::jobs::hub::{Subscription, WatchHub};
 use crate::jobs::worker::Wakeup;
 use crate::jobs::{RunningJobs, StopReason};
+use crate::limits::{OrgUpdateLimiter, WatchLimits, WatchPermit};
 use crate::store::{CancelOutcome, OrgWrite, Store};
 
 pub struct App {
@@ -29,6 +32,16 @@ pub struct App {
     wakeup: Arc<Wakeup>,
     /// Fires on shutdown: open watches end with UNAVAILABLE.
     shutdown: CancellationToken,
+    guards: Guards,
+}
+
+/// What App checks besides the domain rules: page-token sealing and the
+/// limits that protect the server.
+pub struct Guards {
+    pub pages: Pages,
+    /// `None`: UpdateOrg is not rate limited.
+    pub org_updates: Option<OrgUpdateLimiter>,
+    pub watches: Arc<WatchLimits>,
 }
 
 /// A page of results and the token for the next one ("" at the end).
@@ -45,6 +58,7 @@ impl App {
         running: Arc<RunningJobs>,
         wakeup: Arc<Wakeup>,
         shutdown: CancellationToken,
+        guards: Guards,
     ) -> Self {
         App {
             store,
@@ -52,30 +66,50 @@ impl App {
             running,
             wakeup,
             shutdown,
+            guards,
         }
     }
 
+    /// A job the caller may see, or NOT_FOUND.
+    async fn visible_job(&self, caller: &Caller, job_id: Uuid) -> Result<Job> {
+        let job = self
+            .store
+            .get_job(job_id)
+            .await?
+            .ok_or_else(|| Error::job_not_found(job_id))?;
+        require_job(caller, &job)?;
+        Ok(job)
+    }
+
     #[tracing::instrument(skip_all, fields(org_id = new.id.as_deref().unwrap_or("")))]
-    pub async fn create_org(&self, new: NewOrg) -> Result<OrgWrite> {
+    pub async fn create_org(&self, caller: &Caller, new: NewOrg) -> Result<OrgWrite> {
+        require_admin(caller, "CreateOrg")?;
         let write = self.store.create_org(&new).await?;
         self.after_write(&write);
         Ok(write)
     }
 
-    pub async fn get_org(&self, org_id: &str) -> Result<Org> {
+    pub async fn get_org(&self, caller: &Caller, org_id: &str) -> Result<Org> {
         validate_org_id("org_id", org_id)?;
+        require_org(caller, org_id)?;
         self.store
             .get_org(org_id)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("org {org_id:?} not found")))
+            .ok_or_else(|| Error::org_not_found(org_id))
     }
 
-    pub async fn list_orgs(&self, page: PageRequest) -> Result<Page<Org>> {
+    pub async fn list_orgs(&self, caller: &Caller, page: PageRequest) -> Result<Page<Org>> {
+        let within = listing_scope(caller)?;
+        const SCOPE: &str = "orgs";
+        let after = self.guards.pages.after(&page, SCOPE)?;
         let mut orgs = self
             .store
-            .list_orgs(page.after.as_deref(), page.size + 1)
+            .list_orgs(within.as_ref(), after.as_deref(), page.size + 1)
             .await?;
-        let next_page_token = page.next_token(&mut orgs, |org| org.id.clone());
+        let next_page_token = self
+            .guards
+            .pages
+            .next_token(&page, SCOPE, &mut orgs, |org| org.id.clone());
         Ok(Page {
             items: orgs,
             next_page_token,
@@ -85,7 +119,11 @@ impl App {
     /// The synchronous half of a settings change: one transaction, no call
     /// to Auth, independent of the org's size.
     #[tracing::instrument(skip_all, fields(org_id = %update.org_id))]
-    pub async fn update_org(&self, update: OrgUpdate) -> Result<OrgWrite> {
+    pub async fn update_org(&self, caller: &Caller, update: OrgUpdate) -> Result<OrgWrite> {
+        require_org(caller, &update.org_id)?;
+        if let Some(limiter) = &self.guards.org_updates {
+            limiter.check(&update.org_id)?;
+        }
         let write = self.store.update_org(&update).await?;
         self.after_write(&write);
         Ok(write)
@@ -107,45 +145,83 @@ impl App {
     }
 
     #[tracing::instrument(skip(self, members), fields(count = members.len()))]
-    pub async fn add_members(&self, org_id: &str, members: &[Member]) -> Result<u64> {
+    pub async fn add_members(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        members: &[Member],
+    ) -> Result<u64> {
         validate_org_id("org_id", org_id)?;
         validate_new_members(members)?;
+        require_org(caller, org_id)?;
         self.store.add_members(org_id, members).await
     }
 
     #[tracing::instrument(skip(self, member_ids), fields(count = member_ids.len()))]
-    pub async fn remove_members(&self, org_id: &str, member_ids: &[String]) -> Result<u64> {
+    pub async fn remove_members(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        member_ids: &[String],
+    ) -> Result<u64> {
         validate_org_id("org_id", org_id)?;
         validate_member_ids(member_ids)?;
+        require_org(caller, org_id)?;
         self.store.remove_members(org_id, member_ids).await
     }
 
-    pub async fn list_members(&self, org_id: &str, page: PageRequest) -> Result<Page<Member>> {
+    pub async fn list_members(
+        &self,
+        caller: &Caller,
+        org_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<Member>> {
         validate_org_id("org_id", org_id)?;
+        require_org(caller, org_id)?;
+        let scope = format!("members:{org_id}");
+        let after = self.guards.pages.after(&page, &scope)?;
         let mut members = self
             .store
-            .list_members(org_id, page.after.as_deref(), page.size + 1)
+            .list_members(org_id, after.as_deref(), page.size + 1)
             .await?;
-        let next_page_token = page.next_token(&mut members, |m| m.id.clone());
+        let next_page_token = self
+            .guards
+            .pages
+            .next_token(&page, &scope, &mut members, |m| m.id.clone());
         Ok(Page {
             items: members,
             next_page_token,
         })
     }
 
-    pub async fn get_job(&self, job_id: Uuid) -> Result<Job> {
-        self.store
-            .get_job(job_id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("job {job_id} not found")))
+    pub async fn get_job(&self, caller: &Caller, job_id: Uuid) -> Result<Job> {
+        self.visible_job(caller, job_id).await
     }
 
-    pub async fn list_jobs(&self, filter: JobFilter, page: PageRequest) -> Result<Page<Job>> {
-        if let Some(org_id) = &filter.org_id {
-            validate_org_id("org_id", org_id)?;
+    pub async fn list_jobs(
+        &self,
+        caller: &Caller,
+        mut filter: JobFilter,
+        page: PageRequest,
+    ) -> Result<Page<Job>> {
+        match &filter.org_id {
+            Some(org_id) => {
+                validate_org_id("org_id", org_id)?;
+                require_org(caller, org_id)?;
+            }
+            None => filter.within = listing_scope(caller)?,
         }
-        let before_seq = page
-            .after
+        // The filters are part of the scope: a token from one listing
+        // cannot continue another.
+        let scope = format!(
+            "jobs:{}:{}",
+            filter.org_id.as_deref().unwrap_or(""),
+            filter.state.map(|s| s as i64).unwrap_or(0)
+        );
+        let before_seq = self
+            .guards
+            .pages
+            .after(&page, &scope)?
             .as_deref()
             .map(|key| {
                 key.parse::<i64>().map_err(|_| {
@@ -157,7 +233,10 @@ impl App {
             .store
             .list_jobs(&filter, before_seq, page.size + 1)
             .await?;
-        let next_page_token = page.next_token(&mut jobs, |(seq, _)| seq.to_string());
+        let next_page_token = self
+            .guards
+            .pages
+            .next_token(&page, &scope, &mut jobs, |(seq, _)| seq.to_string());
         Ok(Page {
             items: jobs.into_iter().map(|(_, job)| job).collect(),
             next_page_token,
@@ -166,14 +245,21 @@ impl App {
 
     pub async fn list_job_failures(
         &self,
+        caller: &Caller,
         job_id: Uuid,
         page: PageRequest,
     ) -> Result<Page<MemberFailure>> {
+        self.visible_job(caller, job_id).await?;
+        let scope = format!("failures:{job_id}");
+        let after = self.guards.pages.after(&page, &scope)?;
         let mut failures = self
             .store
-            .list_job_failures(job_id, page.after.as_deref(), page.size + 1)
+            .list_job_failures(job_id, after.as_deref(), page.size + 1)
             .await?;
-        let next_page_token = page.next_token(&mut failures, |f| f.member_id.clone());
+        let next_page_token = self
+            .guards
+            .pages
+            .next_token(&page, &scope, &mut failures, |f| f.member_id.clone());
         Ok(Page {
             items: failures,
             next_page_token,
@@ -183,7 +269,8 @@ impl App {
     /// Cancels a queued job at once, or asks a running one to stop at its
     /// next batch boundary. Cancelling twice is harmless.
     #[tracing::instrument(skip(self))]
-    pub async fn cancel_job(&self, job_id: Uuid) -> Result<Job> {
+    pub async fn cancel_job(&self, caller: &Caller, job_id: Uuid) -> Result<Job> {
+        self.visible_job(caller, job_id).await?;
         const REASON: &str = "cancelled by CancelJob";
         match self.store.cancel_job(job_id, REASON).await? {
             CancelOutcome::Cancelled(job) => {
@@ -205,14 +292,20 @@ impl App {
     /// with `since_version`, the first newer one; a finished job whose last
     /// version the caller already saw is sent once more so the stream ends
     /// with its terminal state).
-    pub async fn watch_job(&self, job_id: Uuid, since_version: i64) -> Result<JobWatch> {
+    pub async fn watch_job(
+        &self,
+        caller: &Caller,
+        job_id: Uuid,
+        since_version: i64,
+    ) -> Result<JobWatch> {
         if since_version < 0 {
             return Err(Error::invalid("since_version", "must not be negative"));
         }
+        let permit = self.guards.watches.acquire(caller)?;
         // Subscribe before reading, so a change committed in between is
         // either in what we read or published to the subscription.
         let subscription = self.hub.subscribe(job_id);
-        let job = self.get_job(job_id).await?;
+        let job = self.visible_job(caller, job_id).await?;
         subscription.offer(&job);
         let last_sent = if job.state.is_terminal() && job.version <= since_version {
             job.version - 1
@@ -224,6 +317,7 @@ impl App {
             last_sent,
             finished: false,
             shutdown: self.shutdown.clone(),
+            _permit: permit,
         })
     }
 }
@@ -235,6 +329,8 @@ pub struct JobWatch {
     last_sent: i64,
     finished: bool,
     shutdown: CancellationToken,
+    /// Counts this stream against the caller's and the server's caps.
+    _permit: WatchPermit,
 }
 
 impl JobWatch {

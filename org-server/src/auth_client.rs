@@ -7,6 +7,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orgauth_proto::auth::v1 as pb;
 use orgauth_proto::auth::v1::auth_service_client::AuthServiceClient;
+use orgauth_runtime::access::BearerToken;
+use orgauth_runtime::transport::ClientTls;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -17,36 +20,66 @@ use crate::error::{Error, Result};
 use crate::jobs::auth::{AuthCallError, AuthGateway};
 
 pub struct GrpcAuthGateway {
-    client: AuthServiceClient<Channel>,
+    client: AuthServiceClient<InterceptedService<Channel, BearerToken>>,
+}
+
+/// How org-server reaches Auth.
+#[derive(Debug, Clone)]
+pub struct AuthConnection {
+    pub endpoint: String,
+    pub call_timeout: Duration,
+    /// The `service`-role token presented on every call.
+    pub token: BearerToken,
+    /// `Some` for TLS (an https:// endpoint).
+    pub tls: Option<ClientTls>,
 }
 
 impl GrpcAuthGateway {
     /// Connects lazily: org-server starts, and UpdateOrg keeps working, while
     /// Auth is down; jobs retry until it is back.
-    pub fn new(endpoint: &str, call_timeout: Duration) -> Result<Self> {
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|err| {
-                Error::invalid(
-                    "--auth-endpoint",
-                    format!("{endpoint:?} is not a valid URI: {err}"),
-                )
-            })?
+    pub fn new(connection: AuthConnection) -> Result<Self> {
+        let AuthConnection {
+            endpoint,
+            call_timeout,
+            token,
+            tls,
+        } = connection;
+        let mut builder = Endpoint::from_shared(endpoint.clone()).map_err(|err| {
+            Error::invalid(
+                "--auth-endpoint",
+                format!("{endpoint:?} is not a valid URI: {err}"),
+            )
+        })?;
+        if let Some(tls) = tls {
+            let config = tls
+                .config()
+                .map_err(|err| Error::invalid("--auth-tls-ca", err.to_string()))?;
+            builder = builder
+                .tls_config(config)
+                .map_err(|err| Error::invalid("--auth-endpoint", err.to_string()))?;
+        }
+        let channel = builder
             .connect_timeout(Duration::from_secs(5))
             .timeout(call_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(GrpcAuthGateway {
-            client: AuthServiceClient::new(channel),
+            client: AuthServiceClient::with_interceptor(channel, token),
         })
     }
 }
 
 /// Transient: worth retrying with backoff. tonic reports its own client
-/// timeout as CANCELLED, so that counts as transient too.
+/// timeout as CANCELLED, so that counts as transient too. A refused token
+/// (UNAUTHENTICATED, PERMISSION_DENIED) is a deployment mistake an operator
+/// can fix without touching the job, so the job keeps retrying, with the
+/// refusal in its `last_error`, instead of failing at once.
 fn classify(status: &Status) -> AuthCallError {
     let transient = matches!(
         status.code(),
-        Code::Unavailable
+        Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::Unavailable
             | Code::DeadlineExceeded
             | Code::ResourceExhausted
             | Code::Aborted
@@ -137,14 +170,15 @@ mod tests {
             Code::DeadlineExceeded,
             Code::ResourceExhausted,
             Code::Aborted,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
         ] {
             assert!(classify(&Status::new(code, "x")).transient, "{code:?}");
         }
         for code in [
             Code::InvalidArgument,
-            Code::PermissionDenied,
             Code::FailedPrecondition,
-            Code::Unauthenticated,
+            Code::NotFound,
         ] {
             assert!(!classify(&Status::new(code, "x")).transient, "{code:?}");
         }

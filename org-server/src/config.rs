@@ -2,9 +2,11 @@
 //! environment variable shown in `--help`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use orgauth_runtime::transport::ServeArgs;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -39,6 +41,50 @@ pub struct Config {
         default_value = "http://127.0.0.1:50052"
     )]
     pub auth_endpoint: String,
+
+    /// File holding the bearer token (role `service`) that org-server
+    /// presents to Auth. Required when --workers is above 0.
+    #[arg(long, env = "ORG_SERVER_AUTH_TOKEN_FILE", value_name = "PATH")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// The same token given directly; prefer the environment variable or
+    /// the file, which stay out of `ps`.
+    #[arg(
+        long,
+        env = "ORG_SERVER_AUTH_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "auth_token_file"
+    )]
+    pub auth_token: Option<String>,
+
+    /// PEM CA certificates that sign Auth's certificate; implies TLS to
+    /// Auth (use an https:// --auth-endpoint).
+    #[arg(long, env = "ORG_SERVER_AUTH_TLS_CA", value_name = "PATH")]
+    pub auth_tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate presented to Auth for mutual TLS (needs
+    /// --auth-tls-key).
+    #[arg(
+        long,
+        env = "ORG_SERVER_AUTH_TLS_CERT",
+        value_name = "PATH",
+        requires = "auth_tls_key"
+    )]
+    pub auth_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --auth-tls-cert.
+    #[arg(
+        long,
+        env = "ORG_SERVER_AUTH_TLS_KEY",
+        value_name = "PATH",
+        requires = "auth_tls_cert"
+    )]
+    pub auth_tls_key: Option<PathBuf>,
+
+    /// The name Auth's certificate must carry, when it is not the host of
+    /// --auth-endpoint.
+    #[arg(long, env = "ORG_SERVER_AUTH_TLS_SERVER_NAME")]
+    pub auth_tls_server_name: Option<String>,
 
     /// Deadline of one call to Auth.
     #[arg(long, env = "ORG_SERVER_AUTH_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -90,6 +136,31 @@ pub struct Config {
     /// How often to prune finished jobs past their retention.
     #[arg(long, env = "ORG_SERVER_PRUNE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub prune_interval: Duration,
+
+    /// Sustained UpdateOrg calls allowed per org and minute (per replica);
+    /// beyond it and the burst, RESOURCE_EXHAUSTED with a retry delay. Each
+    /// update may start a mass unlink. 0 turns the limit off.
+    #[arg(long, env = "ORG_SERVER_ORG_UPDATES_PER_MINUTE", default_value_t = 10)]
+    pub org_updates_per_minute: u32,
+
+    /// UpdateOrg calls one org may make at once before the rate applies.
+    #[arg(long, env = "ORG_SERVER_ORG_UPDATE_BURST", default_value_t = 10)]
+    pub org_update_burst: u32,
+
+    /// Open WatchJob streams allowed per token; more are RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "ORG_SERVER_MAX_WATCHES_PER_CALLER",
+        default_value_t = 1000
+    )]
+    pub max_watches_per_caller: usize,
+
+    /// Open WatchJob streams allowed on this server in total.
+    #[arg(long, env = "ORG_SERVER_MAX_WATCHES", default_value_t = 10_000)]
+    pub max_watches: usize,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
 
     /// On SIGTERM/SIGINT: how long to let running batches checkpoint and
     /// connections drain before exiting anyway.

@@ -1,8 +1,34 @@
 //! The one error type of org-server's domain and storage layers.
 //!
-//! Every failure a caller can see is a variant here; `grpc::status` maps
-//! each variant to a `tonic::Status` in one place. Messages are written for
-//! the caller: they name the field or resource and say what would be valid.
+//! Every failure a caller can see is a variant here; `grpc` maps each
+//! variant to a `tonic::Status` in one place. Messages are written for the
+//! caller: they name the field or resource and say what would be valid.
+//!
+//! Each error also has a stable machine-readable [`Error::reason`], sent as
+//! google.rpc.ErrorInfo.reason (domain `orgauth.org.v1`):
+//!
+//! | code                | reason                    | when |
+//! |---------------------|---------------------------|------|
+//! | INVALID_ARGUMENT    | `INVALID_FIELD`           | a request field is invalid (BadRequest names it) |
+//! | NOT_FOUND           | `ORG_NOT_FOUND`           | no such org |
+//! | NOT_FOUND           | `JOB_NOT_FOUND`           | no such job, or one the caller may not see |
+//! | ALREADY_EXISTS      | `ORG_ALREADY_EXISTS`      | CreateOrg with a taken id |
+//! | ABORTED             | `ETAG_MISMATCH`           | stale etag: re-read and retry |
+//! | FAILED_PRECONDITION | `JOB_ALREADY_FINISHED`    | CancelJob on a finished job |
+//! | PERMISSION_DENIED   | `ROLE_NOT_PERMITTED`      | the caller's role may not call this RPC |
+//! | PERMISSION_DENIED   | `ORG_ACCESS_DENIED`       | the org is not on the caller's token |
+//! | RESOURCE_EXHAUSTED  | `ORG_UPDATE_RATE_LIMITED` | too many UpdateOrg for one org (RetryInfo says when) |
+//! | RESOURCE_EXHAUSTED  | `WATCH_LIMIT_PER_CALLER`  | the caller has too many open WatchJob streams |
+//! | RESOURCE_EXHAUSTED  | `WATCH_LIMIT_PER_SERVER`  | the server has too many open WatchJob streams |
+//! | UNAVAILABLE         | `SERVER_SHUTTING_DOWN`    | retry elsewhere (watches: with since_version) |
+//! | UNAVAILABLE         | `DATABASE_BUSY`           | retry with backoff |
+//! | INTERNAL            | `INTERNAL`                | a bug or storage failure; details only in the log |
+//!
+//! UNAUTHENTICATED (`TOKEN_MISSING`, `TOKEN_MALFORMED`, `TOKEN_UNKNOWN`,
+//! `TOKEN_EXPIRED`) is answered before a request reaches org-server's code,
+//! by `orgauth_runtime::access::Authenticator`.
+
+use std::time::Duration;
 
 /// Result alias used throughout org-server.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -13,8 +39,8 @@ pub enum Error {
     #[error("{field}: {reason}")]
     InvalidArgument { field: String, reason: String },
 
-    #[error("{0}")]
-    NotFound(String),
+    #[error("{kind} {id:?} not found")]
+    NotFound { kind: Resource, id: String },
 
     #[error("{0}")]
     AlreadyExists(String),
@@ -26,6 +52,18 @@ pub enum Error {
     /// The request is valid but the resource is in the wrong state for it.
     #[error("{0}")]
     FailedPrecondition(String),
+
+    /// The caller is authenticated but may not do this.
+    #[error("{message}")]
+    PermissionDenied { denial: Denial, message: String },
+
+    /// A limit was reached; `retry_after` says when trying again can work.
+    #[error("{message}")]
+    ResourceExhausted {
+        limit: Limit,
+        message: String,
+        retry_after: Option<Duration>,
+    },
 
     /// This process is shutting down; the caller should retry elsewhere.
     #[error("{0}")]
@@ -45,7 +83,88 @@ pub enum Error {
     Internal(String),
 }
 
+/// What a NOT_FOUND was looking for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Org,
+    Job,
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Resource::Org => "org",
+            Resource::Job => "job",
+        })
+    }
+}
+
+/// Why a PERMISSION_DENIED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The caller's role may not call this RPC at all.
+    Role,
+    /// The org is not among the orgs on the caller's token.
+    OrgAccess,
+}
+
+/// Which limit a RESOURCE_EXHAUSTED hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    OrgUpdateRate,
+    WatchesPerCaller,
+    WatchesPerServer,
+}
+
 impl Error {
+    pub fn org_not_found(id: impl Into<String>) -> Self {
+        Error::NotFound {
+            kind: Resource::Org,
+            id: id.into(),
+        }
+    }
+
+    pub fn job_not_found(id: impl ToString) -> Self {
+        Error::NotFound {
+            kind: Resource::Job,
+            id: id.to_string(),
+        }
+    }
+
+    /// The stable google.rpc.ErrorInfo reason of this error (table above).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument { .. } => "INVALID_FIELD",
+            Error::NotFound {
+                kind: Resource::Org,
+                ..
+            } => "ORG_NOT_FOUND",
+            Error::NotFound {
+                kind: Resource::Job,
+                ..
+            } => "JOB_NOT_FOUND",
+            Error::AlreadyExists(_) => "ORG_ALREADY_EXISTS",
+            Error::Aborted(_) => "ETAG_MISMATCH",
+            Error::FailedPrecondition(_) => "JOB_ALREADY_FINISHED",
+            Error::PermissionDenied {
+                denial: Denial::Role,
+                ..
+            } => "ROLE_NOT_PERMITTED",
+            Error::PermissionDenied {
+                denial: Denial::OrgAccess,
+                ..
+            } => "ORG_ACCESS_DENIED",
+            Error::ResourceExhausted { limit, .. } => match limit {
+                Limit::OrgUpdateRate => "ORG_UPDATE_RATE_LIMITED",
+                Limit::WatchesPerCaller => "WATCH_LIMIT_PER_CALLER",
+                Limit::WatchesPerServer => "WATCH_LIMIT_PER_SERVER",
+            },
+            Error::Unavailable(_) => "SERVER_SHUTTING_DOWN",
+            Error::Storage(sqlx::Error::PoolTimedOut) => "DATABASE_BUSY",
+            Error::Storage(_) | Error::LeaseLost { .. } | Error::Internal(_) => "INTERNAL",
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
             field: field.into(),

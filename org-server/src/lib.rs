@@ -11,6 +11,7 @@
 //! - [`domain`]: the rules: validation, UpdateOrg's plan, the job model.
 //! - [`store`]: the storage trait and its SQLite implementation.
 //! - [`jobs`]: the asynchronous path: worker pool, job runner, watch hub.
+//! - [`limits`]: per-org UpdateOrg rate limit and WatchJob stream caps.
 //! - [`auth_client`]: the gRPC client of Auth used by the runner.
 //! - [`error`]: the error type every layer returns.
 //!
@@ -27,6 +28,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod jobs;
+pub mod limits;
 pub mod server;
 pub mod store;
 #[cfg(test)]

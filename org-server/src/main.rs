@@ -3,13 +3,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use org_server::{Config, OrgServer};
 use tracing::error;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let config: Config = orgauth_runtime::parse_config("ORG_SERVER_");
     orgauth_runtime::init_logging();
 
     // Installed before anything slow, so an early SIGTERM is honoured.

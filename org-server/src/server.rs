@@ -9,25 +9,30 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use orgauth_proto::org::v1::job_service_server::JobServiceServer;
 use orgauth_proto::org::v1::org_service_server::OrgServiceServer;
+use orgauth_runtime::access::{Authenticator, BearerToken};
+use orgauth_runtime::transport::{ClientTls, TlsError};
+use orgauth_security::{TokenFileError, TokenSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
-use crate::app::App;
-use crate::auth_client::GrpcAuthGateway;
+use crate::app::{App, Guards};
+use crate::auth_client::{AuthConnection, GrpcAuthGateway};
 use crate::config::Config;
+use crate::domain::page::Pages;
+use crate::grpc::ERROR_DOMAIN;
 use crate::grpc::job_service::JobGrpc;
 use crate::grpc::org_service::OrgGrpc;
 use crate::jobs::hub::WatchHub;
 use crate::jobs::runner::{Runner, RunnerConfig};
 use crate::jobs::worker::{Wakeup, WorkerConfig, WorkerPool};
 use crate::jobs::{RunningJobs, retention};
+use crate::limits::{OrgUpdateLimiter, WatchLimits};
 use crate::store::{self, Store, StoreOptions};
 
 /// Why the server could not start or stopped abnormally.
@@ -35,6 +40,12 @@ use crate::store::{self, Store, StoreOptions};
 pub enum ServeError {
     #[error(transparent)]
     Setup(#[from] crate::error::Error),
+    #[error(transparent)]
+    Tokens(#[from] TokenFileError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{0}")]
+    Config(String),
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -48,12 +59,53 @@ pub struct OrgServer {
     config: Config,
     store: Arc<dyn Store>,
     app: Arc<App>,
+    authenticator: Authenticator,
     pool: Option<Arc<WorkerPool>>,
     stop: CancellationToken,
 }
 
+/// The token org-server presents to Auth, from the file or the variable.
+fn auth_token(config: &Config) -> Result<BearerToken, ServeError> {
+    let secret = match (&config.auth_token_file, &config.auth_token) {
+        (Some(path), _) => std::fs::read_to_string(path).map_err(|err| {
+            ServeError::Config(format!(
+                "cannot read --auth-token-file {}: {err}",
+                path.display()
+            ))
+        })?,
+        (None, Some(secret)) => secret.clone(),
+        (None, None) => {
+            return Err(ServeError::Config(
+                "org-server needs the service-role token it presents to Auth: \
+                 pass --auth-token-file PATH or set ORG_SERVER_AUTH_TOKEN \
+                 (or run an API-only replica with --workers 0)"
+                    .into(),
+            ));
+        }
+    };
+    BearerToken::new(&secret).map_err(ServeError::Config)
+}
+
 impl OrgServer {
     pub async fn build(config: Config) -> Result<OrgServer, ServeError> {
+        // Everything read from files is checked before storage is opened,
+        // so a typo fails fast and before the address is announced.
+        let tokens = TokenSet::load(&config.serve.tokens_file)?;
+        config.serve.tls()?;
+        let auth_token = if config.workers > 0 {
+            Some(auth_token(&config)?)
+        } else {
+            None
+        };
+        let auth_tls =
+            (config.auth_tls_ca.is_some() || config.auth_tls_cert.is_some()).then(|| ClientTls {
+                ca: config.auth_tls_ca.clone(),
+                identity: config
+                    .auth_tls_cert
+                    .clone()
+                    .zip(config.auth_tls_key.clone()),
+                domain: config.auth_tls_server_name.clone(),
+            });
         let store = store::open(
             &config.database,
             &StoreOptions {
@@ -61,10 +113,6 @@ impl OrgServer {
             },
         )
         .await?;
-        let auth = Arc::new(GrpcAuthGateway::new(
-            &config.auth_endpoint,
-            config.auth_timeout,
-        )?);
         let hub = WatchHub::new();
         let running = Arc::new(RunningJobs::default());
         let wakeup = Arc::new(Wakeup::default());
@@ -75,8 +123,25 @@ impl OrgServer {
             Arc::clone(&running),
             Arc::clone(&wakeup),
             stop.clone(),
+            Guards {
+                pages: Pages::new(&store.page_token_key().await?)?,
+                org_updates: OrgUpdateLimiter::new(
+                    config.org_updates_per_minute,
+                    config.org_update_burst,
+                ),
+                watches: WatchLimits::new(config.max_watches_per_caller, config.max_watches),
+            },
         ));
-        let pool = (config.workers > 0).then(|| {
+        let auth = match auth_token {
+            Some(token) => Some(Arc::new(GrpcAuthGateway::new(AuthConnection {
+                endpoint: config.auth_endpoint.clone(),
+                call_timeout: config.auth_timeout,
+                token,
+                tls: auth_tls,
+            })?)),
+            None => None,
+        };
+        let pool = auth.map(|auth| {
             Arc::new(WorkerPool {
                 runner: Arc::new(Runner {
                     store: Arc::clone(&store),
@@ -105,6 +170,7 @@ impl OrgServer {
             config,
             store,
             app,
+            authenticator: Authenticator::new(tokens, ERROR_DOMAIN),
             pool,
             stop,
         })
@@ -121,6 +187,7 @@ impl OrgServer {
             config,
             store,
             app,
+            authenticator,
             pool,
             stop,
         } = self;
@@ -169,16 +236,24 @@ impl OrgServer {
         // stream; without TCP_NODELAY small responses can wait ~40 ms on
         // Nagle's algorithm.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let serve = Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        let max_message = config.serve.max_message_bytes;
+        // Health and reflection stay open; the two services need a token.
+        let orgs = OrgServiceServer::new(OrgGrpc {
+            app: Arc::clone(&app),
+        })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+        let jobs = JobServiceServer::new(JobGrpc { app })
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        let serve = config
+            .serve
+            .server()?
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(OrgServiceServer::new(OrgGrpc {
-                app: Arc::clone(&app),
-            }))
-            .add_service(JobServiceServer::new(JobGrpc { app }))
+            .add_service(InterceptedService::new(orgs, authenticator.clone()))
+            .add_service(InterceptedService::new(jobs, authenticator))
             .serve_with_incoming_shutdown(incoming, begin_shutdown);
         let mut serve = std::pin::pin!(serve);
 

@@ -9,6 +9,26 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_org-server");
 
+/// A tokens file with an admin token and a service token, the flags that
+/// point org-server at them, and the admin secret for calls.
+fn credentials(dir: &std::path::Path) -> (Vec<String>, String) {
+    use orgauth_security::Role;
+    use orgauth_security::token::issue;
+    let admin = issue("ops", Role::Admin, &[], None).expect("issue admin token");
+    let service = issue("org-server", Role::Service, &[], None).expect("issue service token");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, format!("{}\n{}\n", admin.line, service.line)).expect("write tokens");
+    let service_token = dir.join("service-token");
+    std::fs::write(&service_token, &service.secret).expect("write service token");
+    let args = vec![
+        "--tokens-file".into(),
+        tokens.display().to_string(),
+        "--auth-token-file".into(),
+        service_token.display().to_string(),
+    ];
+    (args, admin.secret)
+}
+
 /// Kills the server when a test ends, even by a failed assertion, so no
 /// failing run leaves a process behind.
 struct KillOnDrop(std::process::Child);
@@ -51,6 +71,31 @@ fn help_documents_every_flag_and_its_environment_variable() {
         ("--lease", "ORG_SERVER_LEASE"),
         ("--retry-max-attempts", "ORG_SERVER_RETRY_MAX_ATTEMPTS"),
         ("--shutdown-grace", "ORG_SERVER_SHUTDOWN_GRACE"),
+        ("--tokens-file", "ORG_SERVER_TOKENS_FILE"),
+        ("--tls-cert", "ORG_SERVER_TLS_CERT"),
+        ("--tls-client-ca", "ORG_SERVER_TLS_CLIENT_CA"),
+        ("--max-message-bytes", "ORG_SERVER_MAX_MESSAGE_BYTES"),
+        (
+            "--max-streams-per-connection",
+            "ORG_SERVER_MAX_STREAMS_PER_CONNECTION",
+        ),
+        (
+            "--max-inflight-per-connection",
+            "ORG_SERVER_MAX_INFLIGHT_PER_CONNECTION",
+        ),
+        ("--keepalive-interval", "ORG_SERVER_KEEPALIVE_INTERVAL"),
+        ("--max-call-time", "ORG_SERVER_MAX_CALL_TIME"),
+        ("--auth-token-file", "ORG_SERVER_AUTH_TOKEN_FILE"),
+        ("--auth-tls-ca", "ORG_SERVER_AUTH_TLS_CA"),
+        (
+            "--org-updates-per-minute",
+            "ORG_SERVER_ORG_UPDATES_PER_MINUTE",
+        ),
+        (
+            "--max-watches-per-caller",
+            "ORG_SERVER_MAX_WATCHES_PER_CALLER",
+        ),
+        ("--max-watches", "ORG_SERVER_MAX_WATCHES"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         assert!(help.contains(env), "{env} missing from --help");
@@ -64,15 +109,62 @@ fn invalid_flags_are_refused_at_start() {
         &["--batch-size", "1001"],
         &["--lease", "soon"],
         &["--database", "mysql://x"],
+        &["--tls-cert", "cert.pem"],
+        &["--tls-client-ca", "ca.pem"],
     ] {
         let dir = tempfile::tempdir().unwrap();
+        let (credentials, _) = credentials(dir.path());
         let output = Command::new(BIN)
             .args(["--listen", "127.0.0.1:0"])
+            .args(&credentials)
             .args(args)
             .current_dir(dir.path())
             .output()
             .expect("run org-server");
         assert!(!output.status.success(), "{args:?} must be refused");
+        assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
+    }
+}
+
+/// Without usable credentials the server must not start at all: serving
+/// with no tokens would either refuse everyone or, worse, no one.
+#[test]
+fn missing_or_bad_credentials_are_refused_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    credentials(dir.path());
+    let tokens = dir.path().join("tokens").display().to_string();
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, "ops admin sha256:nothex\n").unwrap();
+    let garbage = garbage.display().to_string();
+    let database = format!("sqlite://{}/org.db", dir.path().display());
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec![], "--tokens-file"),
+        (
+            vec!["--tokens-file", "/nonexistent/tokens"],
+            "cannot read tokens file",
+        ),
+        (vec!["--tokens-file", &garbage], "tokens file line 1"),
+        (
+            vec!["--tokens-file", &tokens, "--workers", "1"],
+            "ORG_SERVER_AUTH_TOKEN",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--database", &database])
+            .args(&args)
+            .env_remove("ORG_SERVER_TOKENS_FILE")
+            .env_remove("ORG_SERVER_AUTH_TOKEN")
+            .output()
+            .expect("run org-server");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} must be refused");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
+        assert!(
+            !stderr.contains("oat_"),
+            "no secret in the output: {stderr}"
+        );
     }
 }
 
@@ -126,14 +218,21 @@ fn wait_exit(
 #[test]
 fn starts_on_port_0_reports_its_address_and_exits_0_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_server(&[
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--workers".into(),
-        "1".into(),
-        "--database".into(),
-        format!("sqlite://{}/nested/org.db", dir.path().display()),
-    ]);
+    let (credentials, _) = credentials(dir.path());
+    let (mut child, addr) = spawn_server(
+        &[
+            &credentials[..],
+            &[
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--workers".into(),
+                "1".into(),
+                "--database".into(),
+                format!("sqlite://{}/nested/org.db", dir.path().display()),
+            ],
+        ]
+        .concat(),
+    );
     assert_ne!(addr.port(), 0);
     assert!(
         dir.path().join("nested/org.db").exists(),
@@ -156,26 +255,38 @@ async fn a_second_signal_exits_at_once_while_a_graceful_shutdown_waits() {
     // call to it stays in flight, so a graceful shutdown has to wait.
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_server(&[
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--workers".into(),
-        "1".into(),
-        "--auth-timeout".into(),
-        "120s".into(),
-        "--shutdown-grace".into(),
-        "120s".into(),
-        "--auth-endpoint".into(),
-        format!("http://{}", black_hole.local_addr().unwrap()),
-        "--database".into(),
-        format!("sqlite://{}/org.db", dir.path().display()),
-    ]);
+    let (credentials, admin) = credentials(dir.path());
+    let (mut child, addr) = spawn_server(
+        &[
+            &credentials[..],
+            &[
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--workers".into(),
+                "1".into(),
+                "--auth-timeout".into(),
+                "120s".into(),
+                "--shutdown-grace".into(),
+                "120s".into(),
+                "--auth-endpoint".into(),
+                format!("http://{}", black_hole.local_addr().unwrap()),
+                "--database".into(),
+                format!("sqlite://{}/org.db", dir.path().display()),
+            ],
+        ]
+        .concat(),
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let token = orgauth_runtime::access::BearerToken::new(&admin).unwrap();
 
     // Creating an org that allows custom SSO enqueues a job whose first
     // call (SetOrgSsoPolicy) goes to the black hole.
-    let mut orgs = pb::org_service_client::OrgServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut orgs =
+        pb::org_service_client::OrgServiceClient::with_interceptor(channel.clone(), token.clone());
     let created = orgs
         .create_org(pb::CreateOrgRequest {
             org: Some(pb::Org {
@@ -189,9 +300,7 @@ async fn a_second_signal_exits_at_once_while_a_graceful_shutdown_waits() {
         .await
         .unwrap()
         .into_inner();
-    let mut jobs = pb::job_service_client::JobServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    let mut jobs = pb::job_service_client::JobServiceClient::with_interceptor(channel, token);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let job = jobs

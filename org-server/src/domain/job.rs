@@ -155,6 +155,8 @@ pub fn parse_job_id(field: &str, id: &str) -> Result<Uuid> {
 pub struct JobFilter {
     pub org_id: Option<String>,
     pub state: Option<JobState>,
+    /// Only jobs of these orgs: the scope of an `org`-role caller.
+    pub within: Option<std::collections::BTreeSet<String>>,
 }
 
 /// The outcome of one member in a BatchUnlinkSso call, as the runner sees it.

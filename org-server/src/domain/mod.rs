@@ -3,8 +3,10 @@
 //! - [`org`]: organizations and members, input validation, and the plan an
 //!   update turns into (which row changes, which job to enqueue).
 //! - [`job`]: the job model and its state machine.
-//! - [`page`]: page sizes and opaque page tokens.
+//! - [`page`]: page sizes and sealed page tokens.
+//! - [`access`]: which caller may do what.
 
+pub mod access;
 pub mod job;
 pub mod org;
 pub mod page;

@@ -1,11 +1,12 @@
 //! Page sizes and page tokens for every List RPC.
 //!
-//! A page token is the last key of the previous page, versioned and encoded
-//! as URL-safe base64 so callers treat it as opaque and we can change its
-//! contents later without breaking them.
+//! A page token carries the last key of the previous page, sealed with the
+//! server's key over the listing it came from (see
+//! [`orgauth_security::page_token`]): callers treat it as opaque, and an
+//! edited, forged, or transplanted token (from another org's listing, or
+//! with other filters) is refused as INVALID_ARGUMENT on `page_token`.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use orgauth_security::PageTokenSealer;
 
 use crate::error::{Error, Result};
 
@@ -14,13 +15,12 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Largest page a caller may ask for.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
-const TOKEN_PREFIX: &str = "v1:";
-
-/// A validated page request: how many items, and after which key.
+/// A page request whose size is validated; its token is opened by
+/// [`Pages::after`], which knows the key and the listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
     pub size: usize,
-    pub after: Option<String>,
+    token: String,
 }
 
 impl PageRequest {
@@ -39,83 +39,113 @@ impl PageRequest {
                 n
             }
         };
-        let after = if page_token.is_empty() {
-            None
-        } else {
-            Some(decode_token(page_token)?)
-        };
-        Ok(PageRequest { size, after })
+        Ok(PageRequest {
+            size,
+            token: page_token.to_owned(),
+        })
+    }
+}
+
+/// Seals and opens page tokens with the server's key.
+#[derive(Debug, Clone)]
+pub struct Pages {
+    sealer: PageTokenSealer,
+}
+
+impl Pages {
+    pub fn new(key: &[u8]) -> Result<Pages> {
+        Ok(Pages {
+            sealer: PageTokenSealer::new(key).map_err(Error::Internal)?,
+        })
+    }
+
+    /// The key to list after, for a request of the listing `scope`.
+    pub fn after(&self, page: &PageRequest, scope: &str) -> Result<Option<String>> {
+        if page.token.is_empty() {
+            return Ok(None);
+        }
+        self.sealer
+            .open(scope, &page.token)
+            .map(Some)
+            .map_err(|err| Error::invalid("page_token", err.to_string()))
     }
 
     /// The token for the page after `items`, or empty when `items` was the
     /// last page. Callers fetch `size + 1` rows to know whether more exist.
-    pub fn next_token<T>(&self, items: &mut Vec<T>, key: impl Fn(&T) -> String) -> String {
-        if items.len() <= self.size {
+    pub fn next_token<T>(
+        &self,
+        page: &PageRequest,
+        scope: &str,
+        items: &mut Vec<T>,
+        key: impl Fn(&T) -> String,
+    ) -> String {
+        if items.len() <= page.size {
             return String::new();
         }
-        items.truncate(self.size);
+        items.truncate(page.size);
         items
             .last()
-            .map(|last| encode_token(&key(last)))
+            .map(|last| self.sealer.seal(scope, &key(last)))
             .unwrap_or_default()
     }
-}
-
-pub fn encode_token(key: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{key}"))
-}
-
-fn decode_token(token: &str) -> Result<String> {
-    let malformed = || {
-        Error::invalid(
-            "page_token",
-            "malformed: pass next_page_token from the previous response unchanged",
-        )
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
-    let text = String::from_utf8(bytes).map_err(|_| malformed())?;
-    let key = text.strip_prefix(TOKEN_PREFIX).ok_or_else(malformed)?;
-    if key.is_empty() {
-        return Err(malformed());
-    }
-    Ok(key.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn pages() -> Pages {
+        Pages::new(&[7; 32]).unwrap()
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(PageRequest::parse(0, "").unwrap().size, DEFAULT_PAGE_SIZE);
         assert_eq!(PageRequest::parse(1000, "").unwrap().size, 1000);
-        assert!(PageRequest::parse(1001, "").is_err());
-        assert!(PageRequest::parse(-1, "").is_err());
-    }
-
-    #[test]
-    fn tokens_round_trip_and_reject_garbage() {
-        let token = encode_token("member-42");
-        assert_eq!(
-            PageRequest::parse(10, &token).unwrap().after.as_deref(),
-            Some("member-42")
-        );
-        for bad in ["%%%", "dGVzdA", &URL_SAFE_NO_PAD.encode("v1:")] {
-            assert!(PageRequest::parse(10, bad).is_err(), "{bad}");
+        for bad in [1001, -1, i32::MAX, i32::MIN] {
+            let err = PageRequest::parse(bad, "").unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument { ref field, .. } if field == "page_size")
+            );
         }
     }
 
     #[test]
-    fn next_token_only_when_more_rows_exist() {
-        let page = PageRequest::parse(2, "").unwrap();
-        let mut items = vec!["a", "b"];
-        assert_eq!(page.next_token(&mut items, |s| s.to_string()), "");
+    fn tokens_open_only_in_their_listing() {
+        let pages = pages();
+        let first = PageRequest::parse(2, "").unwrap();
         let mut items = vec!["a", "b", "c"];
-        let token = page.next_token(&mut items, |s| s.to_string());
+        let token = pages.next_token(&first, "members:acme", &mut items, |s| s.to_string());
         assert_eq!(items, ["a", "b"]);
+        let next = PageRequest::parse(2, &token).unwrap();
         assert_eq!(
-            PageRequest::parse(2, &token).unwrap().after.as_deref(),
+            pages.after(&next, "members:acme").unwrap().as_deref(),
             Some("b")
         );
+        for (scope, token) in [
+            ("members:globex", token.as_str()),
+            ("members:acme", "dGVzdA"),
+            ("members:acme", "%%%"),
+        ] {
+            let page = PageRequest::parse(2, token).unwrap();
+            let err = pages.after(&page, scope).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument { ref field, .. } if field == "page_token")
+            );
+        }
+        let other_key = Pages::new(&[8; 32]).unwrap();
+        assert!(other_key.after(&next, "members:acme").is_err());
+    }
+
+    #[test]
+    fn no_token_after_the_last_page() {
+        let pages = pages();
+        let page = PageRequest::parse(2, "").unwrap();
+        let mut items = vec!["a", "b"];
+        assert_eq!(
+            pages.next_token(&page, "orgs", &mut items, |s| s.to_string()),
+            ""
+        );
+        assert_eq!(pages.after(&page, "orgs").unwrap(), None);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::Stream;
 use orgauth_proto::org::v1 as pb;
 use orgauth_proto::org::v1::job_service_server::JobService;
+use orgauth_runtime::access::caller;
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -25,8 +26,9 @@ impl JobService for JobGrpc {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let caller = caller(&request)?;
         let job_id = parse_job_id("job_id", &request.into_inner().job_id)?;
-        let job = self.app.get_job(job_id).await?;
+        let job = self.app.get_job(&caller, job_id).await?;
         Ok(Response::new(pb::GetJobResponse {
             job: Some(convert::job(&job)),
         }))
@@ -36,13 +38,15 @@ impl JobService for JobGrpc {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let filter = JobFilter {
             org_id: (!request.org_id.is_empty()).then_some(request.org_id),
             state: convert::job_state_filter(request.state)?,
+            within: None,
         };
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
-        let page = self.app.list_jobs(filter, page).await?;
+        let page = self.app.list_jobs(&caller, filter, page).await?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: page.items.iter().map(convert::job).collect(),
             next_page_token: page.next_page_token,
@@ -53,8 +57,9 @@ impl JobService for JobGrpc {
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let caller = caller(&request)?;
         let job_id = parse_job_id("job_id", &request.into_inner().job_id)?;
-        let job = self.app.cancel_job(job_id).await?;
+        let job = self.app.cancel_job(&caller, job_id).await?;
         Ok(Response::new(pb::CancelJobResponse {
             job: Some(convert::job(&job)),
         }))
@@ -66,9 +71,13 @@ impl JobService for JobGrpc {
         &self,
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let job_id = parse_job_id("job_id", &request.job_id)?;
-        let watch = self.app.watch_job(job_id, request.since_version).await?;
+        let watch = self
+            .app
+            .watch_job(&caller, job_id, request.since_version)
+            .await?;
         // The stream owns the watch: when the client goes away tonic drops
         // the stream, and with it the subscription, at once.
         let stream = futures::stream::unfold(watch, |mut watch| async move {
@@ -87,10 +96,11 @@ impl JobService for JobGrpc {
         &self,
         request: Request<pb::ListJobFailuresRequest>,
     ) -> Result<Response<pb::ListJobFailuresResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let job_id = parse_job_id("job_id", &request.job_id)?;
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
-        let page = self.app.list_job_failures(job_id, page).await?;
+        let page = self.app.list_job_failures(&caller, job_id, page).await?;
         Ok(Response::new(pb::ListJobFailuresResponse {
             failures: page.items.iter().map(convert::failure).collect(),
             next_page_token: page.next_page_token,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use orgauth_proto::org::v1 as pb;
 use orgauth_proto::org::v1::org_service_server::OrgService;
+use orgauth_runtime::access::caller;
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -26,6 +27,7 @@ impl OrgService for OrgGrpc {
         &self,
         request: Request<pb::CreateOrgRequest>,
     ) -> Result<Response<pb::CreateOrgResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let org = request
             .org
@@ -36,7 +38,7 @@ impl OrgService for OrgGrpc {
             org.allow_custom_sso,
             request.request_id,
         )?;
-        let write = self.app.create_org(new).await?;
+        let write = self.app.create_org(&caller, new).await?;
         Ok(Response::new(pb::CreateOrgResponse {
             org: Some(convert::org(&write.org)),
             job_id: write.job_id.map(|id| id.to_string()).unwrap_or_default(),
@@ -47,7 +49,11 @@ impl OrgService for OrgGrpc {
         &self,
         request: Request<pb::GetOrgRequest>,
     ) -> Result<Response<pb::GetOrgResponse>, Status> {
-        let org = self.app.get_org(&request.into_inner().org_id).await?;
+        let caller = caller(&request)?;
+        let org = self
+            .app
+            .get_org(&caller, &request.into_inner().org_id)
+            .await?;
         Ok(Response::new(pb::GetOrgResponse {
             org: Some(convert::org(&org)),
         }))
@@ -57,9 +63,10 @@ impl OrgService for OrgGrpc {
         &self,
         request: Request<pb::ListOrgsRequest>,
     ) -> Result<Response<pb::ListOrgsResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
-        let page = self.app.list_orgs(page).await?;
+        let page = self.app.list_orgs(&caller, page).await?;
         Ok(Response::new(pb::ListOrgsResponse {
             orgs: page.items.iter().map(convert::org).collect(),
             next_page_token: page.next_page_token,
@@ -70,6 +77,7 @@ impl OrgService for OrgGrpc {
         &self,
         request: Request<pb::UpdateOrgRequest>,
     ) -> Result<Response<pb::UpdateOrgResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let org = request
             .org
@@ -83,7 +91,7 @@ impl OrgService for OrgGrpc {
             &paths,
             request.request_id,
         )?;
-        let write = self.app.update_org(update).await?;
+        let write = self.app.update_org(&caller, update).await?;
         Ok(Response::new(pb::UpdateOrgResponse {
             org: Some(convert::org(&write.org)),
             job_id: write.job_id.map(|id| id.to_string()).unwrap_or_default(),
@@ -94,6 +102,7 @@ impl OrgService for OrgGrpc {
         &self,
         request: Request<pb::AddMembersRequest>,
     ) -> Result<Response<pb::AddMembersResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let members: Vec<Member> = request
             .members
@@ -103,7 +112,10 @@ impl OrgService for OrgGrpc {
                 email: m.email,
             })
             .collect();
-        let added = self.app.add_members(&request.org_id, &members).await?;
+        let added = self
+            .app
+            .add_members(&caller, &request.org_id, &members)
+            .await?;
         Ok(Response::new(pb::AddMembersResponse {
             added: count(added),
         }))
@@ -113,10 +125,11 @@ impl OrgService for OrgGrpc {
         &self,
         request: Request<pb::RemoveMembersRequest>,
     ) -> Result<Response<pb::RemoveMembersResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let removed = self
             .app
-            .remove_members(&request.org_id, &request.member_ids)
+            .remove_members(&caller, &request.org_id, &request.member_ids)
             .await?;
         Ok(Response::new(pb::RemoveMembersResponse {
             removed: count(removed),
@@ -127,9 +140,13 @@ impl OrgService for OrgGrpc {
         &self,
         request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        let caller = caller(&request)?;
         let request = request.into_inner();
         let page = PageRequest::parse(request.page_size, &request.page_token)?;
-        let page = self.app.list_members(&request.org_id, page).await?;
+        let page = self
+            .app
+            .list_members(&caller, &request.org_id, page)
+            .await?;
         Ok(Response::new(pb::ListMembersResponse {
             members: page.items.iter().map(convert::member).collect(),
             next_page_token: page.next_page_token,

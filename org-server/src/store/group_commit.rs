@@ -154,7 +154,7 @@ mod tests {
                     .into_iter()
                     .map(|n| {
                         if n == 7 {
-                            Err(Error::NotFound("seven".into()))
+                            Err(Error::org_not_found("seven"))
                         } else {
                             Ok(n * 2)
                         }
@@ -172,7 +172,7 @@ mod tests {
             let (n, result) = call.await.unwrap();
             match result {
                 Ok(doubled) => assert_eq!(doubled, n * 2),
-                Err(Error::NotFound(_)) => assert_eq!(n, 7),
+                Err(Error::NotFound { .. }) => assert_eq!(n, 7),
                 Err(other) => panic!("unexpected error for {n}: {other}"),
             }
         }

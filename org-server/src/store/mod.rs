@@ -10,6 +10,7 @@
 mod group_commit;
 mod sqlite;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -124,14 +125,23 @@ pub struct Progress {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The key page tokens are sealed with: generated at random the first
+    /// time and shared through the database by every replica after that.
+    async fn page_token_key(&self) -> Result<Vec<u8>>;
+
     /// Inserts the org, and its job when it needs one, in one transaction.
     /// A repeated `request_id` returns the first result and writes nothing.
     async fn create_org(&self, new: &NewOrg) -> Result<OrgWrite>;
 
     async fn get_org(&self, org_id: &str) -> Result<Option<Org>>;
 
-    /// Orgs in id order, strictly after `after`.
-    async fn list_orgs(&self, after: Option<&str>, limit: usize) -> Result<Vec<Org>>;
+    /// Orgs in id order, strictly after `after`; with `within`, only those.
+    async fn list_orgs(
+        &self,
+        within: Option<&BTreeSet<String>>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Org>>;
 
     /// Applies [`crate::domain::org::plan_update`] to the current org and
     /// writes the new row and its job in one transaction, which concurrent

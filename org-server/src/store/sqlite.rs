@@ -11,6 +11,7 @@
 //! ([`super::group_commit`]): concurrent ones share a transaction, written
 //! set-based by [`org_writes`], and so share its fsync.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -201,7 +202,7 @@ async fn org_exists(tx: &mut Transaction<'static, Sqlite>, org_id: &str) -> Resu
         .await?;
     found
         .map(|_| ())
-        .ok_or_else(|| Error::NotFound(format!("org {org_id:?} not found")))
+        .ok_or_else(|| Error::org_not_found(org_id))
 }
 
 /// Keeps `orgs.member_count` in step with the members table, in the same
@@ -217,6 +218,16 @@ async fn adjust_member_count(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// A JSON array of ids, for `json_each` in set-based statements.
+fn json_ids<I>(ids: I) -> Result<String>
+where
+    I: IntoIterator,
+    I::Item: serde::Serialize,
+{
+    serde_json::to_string(&ids.into_iter().collect::<Vec<_>>())
+        .map_err(|err| Error::Internal(format!("cannot encode ids: {err}")))
 }
 
 fn lease_lost(lease: &Lease) -> Error {
@@ -300,14 +311,38 @@ impl Store for SqliteStore {
         Ok(row.map(Org::from))
     }
 
-    async fn list_orgs(&self, after: Option<&str>, limit: usize) -> Result<Vec<Org>> {
+    async fn page_token_key(&self) -> Result<Vec<u8>> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES ('page_token_key', randomblob(32)) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let (key,): (Vec<u8>,) =
+            sqlx::query_as("SELECT value FROM server_secrets WHERE name = 'page_token_key'")
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    async fn list_orgs(
+        &self,
+        within: Option<&BTreeSet<String>>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Org>> {
         let rows: Vec<OrgRow> = sqlx::query_as(concat!(
             "SELECT ",
             org_columns!(),
-            " FROM orgs WHERE id > ?1 ORDER BY id LIMIT ?2"
+            " FROM orgs WHERE id > ?1 \
+             AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3))) \
+             ORDER BY id LIMIT ?2"
         ))
         .bind(after.unwrap_or(""))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(within.map(json_ids).transpose()?)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(Org::from).collect())
@@ -346,8 +381,7 @@ impl Store for SqliteStore {
     }
 
     async fn remove_members(&self, org_id: &str, member_ids: &[String]) -> Result<u64> {
-        let batch = serde_json::to_string(member_ids)
-            .map_err(|err| Error::Internal(format!("cannot encode ids: {err}")))?;
+        let batch = json_ids(member_ids)?;
         let mut tx = self.begin_write().await?;
         org_exists(&mut tx, org_id).await?;
         let removed = sqlx::query(
@@ -427,12 +461,15 @@ impl Store for SqliteStore {
             "SELECT ",
             job_columns!(),
             " FROM jobs WHERE seq < ?1 AND (?2 IS NULL OR org_id = ?2) \
-             AND (?3 IS NULL OR state = ?3) ORDER BY seq DESC LIMIT ?4"
+             AND (?3 IS NULL OR state = ?3) \
+             AND (?5 IS NULL OR org_id IN (SELECT value FROM json_each(?5))) \
+             ORDER BY seq DESC LIMIT ?4"
         ))
         .bind(before_seq.unwrap_or(i64::MAX))
         .bind(filter.org_id.as_deref())
         .bind(filter.state.map(|s| s as i64))
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(filter.within.as_ref().map(json_ids).transpose()?)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -455,7 +492,7 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
-            return Err(Error::NotFound(format!("job {job_id} not found")));
+            return Err(Error::job_not_found(job_id));
         }
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT member_id, code, message FROM job_failures \
@@ -488,7 +525,7 @@ impl Store for SqliteStore {
         .bind(job_id.to_string())
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("job {job_id} not found")))?;
+        .ok_or_else(|| Error::job_not_found(job_id))?;
         let job = row.into_job()?;
         let outcome = match job.state {
             JobState::Queued => {
@@ -716,8 +753,7 @@ impl Store for SqliteStore {
             .bind(CHUNK)
             .fetch_all(&mut *tx)
             .await?;
-            let ids_json = serde_json::to_string(&ids.iter().map(|(id,)| id).collect::<Vec<_>>())
-                .map_err(|err| Error::Internal(format!("cannot encode ids: {err}")))?;
+            let ids_json = json_ids(ids.iter().map(|(id,)| id))?;
             sqlx::query(
                 "DELETE FROM job_failures WHERE job_id IN (SELECT value FROM json_each(?1))",
             )

@@ -91,10 +91,7 @@ async fn update_round(
     for i in pending {
         let update = &round[i];
         let planned = match current.get(&update.org_id) {
-            None => Err(Error::NotFound(format!(
-                "org {:?} not found",
-                update.org_id
-            ))),
+            None => Err(Error::org_not_found(&update.org_id)),
             Some(org) => plan_update(org, update, now),
         };
         match planned {
@@ -518,7 +515,7 @@ mod tests {
         assert_eq!(first.job_id, Some(job.id));
         assert!(!first.org.allow_custom_sso);
         assert_eq!(first.org.revision, 2);
-        assert!(matches!(missing, Err(Error::NotFound(_))));
+        assert!(matches!(missing, Err(Error::NotFound { .. })));
         let renamed = renamed.unwrap();
         assert_eq!(renamed.org.display_name, "Bee");
         assert_eq!(renamed.job_id, None);
