@@ -167,3 +167,47 @@ pub struct Config {
     #[arg(long, env = "ORG_SERVER_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        orgauth_runtime::try_parse_config(
+            "ORG_SERVER_",
+            std::iter::once("org-server").chain(args.iter().copied()),
+        )
+    }
+
+    #[test]
+    fn a_tokens_file_is_required_and_limits_have_safe_defaults() {
+        assert!(parse(&[]).is_err());
+        let config = parse(&["--tokens-file", "tokens"]).unwrap();
+        assert_eq!(config.serve.max_message_bytes, 4 << 20);
+        assert_eq!(config.serve.max_streams_per_connection, 1024);
+        assert_eq!(config.org_updates_per_minute, 10);
+        assert_eq!(config.max_watches_per_caller, 1000);
+        assert!(config.serve.tls_cert.is_none());
+    }
+
+    #[test]
+    fn tls_flags_need_each_other() {
+        for args in [
+            &["--tokens-file", "t", "--tls-cert", "c"][..],
+            &["--tokens-file", "t", "--tls-key", "k"],
+            &["--tokens-file", "t", "--tls-client-ca", "ca"],
+            &["--tokens-file", "t", "--auth-tls-cert", "c"],
+            &[
+                "--tokens-file",
+                "t",
+                "--auth-token",
+                "a",
+                "--auth-token-file",
+                "f",
+            ],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+        assert!(parse(&["--tokens-file", "t", "--tls-cert", "c", "--tls-key", "k"]).is_ok());
+    }
+}

@@ -148,4 +148,17 @@ mod tests {
         );
         assert_eq!(pages.after(&page, "orgs").unwrap(), None);
     }
+
+    proptest::proptest! {
+        /// The page-token decoder: nothing a caller sends panics it or gets
+        /// past it, and every refusal names `page_token`.
+        #[test]
+        fn fuzz_page_tokens(token in "\\PC{1,300}|[A-Za-z0-9_-]{1,300}", scope in "[a-z:]{0,20}") {
+            let page = PageRequest::parse(10, &token).unwrap();
+            match pages().after(&page, &scope) {
+                Err(Error::InvalidArgument { field, .. }) => proptest::prop_assert_eq!(field, "page_token"),
+                other => proptest::prop_assert!(false, "{token:?} gave {other:?}"),
+            }
+        }
+    }
 }
