@@ -1,5 +1,10 @@
 //! auth-server's command line. Every flag can also be set through the
-//! environment variable `--help` shows beside it.
+//! environment variable `--help` shows beside it (`AUTH_SERVER_<FLAG>`).
+//!
+//! Parse it with `orgauth_runtime::parse_config::<Config>("AUTH_SERVER_")`,
+//! which gives the flags shared with org-server ([`ServeArgs`]: the tokens
+//! file, TLS, limits) their `AUTH_SERVER_` variables; plain
+//! `Config::parse()` would leave those without one.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -10,6 +15,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{Arg, Command, Parser};
+use orgauth_runtime::transport::ServeArgs;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -53,6 +59,13 @@ pub struct Config {
         value_parser = humantime::parse_duration
     )]
     pub shutdown_grace: Duration,
+
+    /// Authentication, TLS and transport limits: `--tokens-file` (required),
+    /// `--tls-cert`/`--tls-key`/`--tls-client-ca`, `--max-message-bytes`,
+    /// `--max-streams-per-connection`, `--max-inflight-per-connection`,
+    /// `--max-call-time`, `--keepalive-interval`, `--keepalive-timeout`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// A parsed `--database` value: which backend, and where.
@@ -133,6 +146,14 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    /// Parses as `main` does, so the shared flags get their variables.
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        orgauth_runtime::try_parse_config::<Config, _, _>(
+            "AUTH_SERVER_",
+            std::iter::once("auth-server").chain(args.iter().copied()),
+        )
+    }
+
     #[test]
     fn command_line_is_well_formed() {
         Config::command().debug_assert();
@@ -140,22 +161,36 @@ mod tests {
 
     #[test]
     fn defaults_match_the_operator_contract() {
-        let config = Config::try_parse_from(["auth-server"]).unwrap();
+        let config = parse(&["--tokens-file", "tokens"]).unwrap();
         assert_eq!(config.listen, "127.0.0.1:50052".parse().unwrap());
         assert_eq!(config.database, DatabaseUrl::Sqlite("data/auth.db".into()));
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.serve.tokens_file, PathBuf::from("tokens"));
+        assert_eq!(config.serve.tls_cert, None);
+        assert_eq!(config.serve.max_message_bytes, 4 << 20);
     }
 
     #[test]
     fn flags_override_defaults() {
-        let config = Config::try_parse_from([
-            "auth-server",
+        let config = parse(&[
             "--listen",
             "0.0.0.0:0",
             "--database",
             "sqlite:///var/lib/auth/auth.db",
             "--shutdown-grace",
             "1500ms",
+            "--tokens-file",
+            "/etc/orgauth/tokens",
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+            "--tls-client-ca",
+            "ca.pem",
+            "--max-message-bytes",
+            "65536",
+            "--max-call-time",
+            "5s",
         ])
         .unwrap();
         assert_eq!(config.listen, "0.0.0.0:0".parse().unwrap());
@@ -164,12 +199,71 @@ mod tests {
             DatabaseUrl::Sqlite("/var/lib/auth/auth.db".into())
         );
         assert_eq!(config.shutdown_grace, Duration::from_millis(1500));
+        assert_eq!(config.serve.tls_client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(config.serve.max_message_bytes, 65536);
+        assert_eq!(config.serve.max_call_time, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_tokens_file_is_required() {
+        let err = parse(&[]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        assert!(err.to_string().contains("--tokens-file"), "{err}");
+    }
+
+    #[test]
+    fn tls_flags_require_each_other() {
+        for args in [
+            &["--tls-cert", "cert.pem"][..],
+            &["--tls-key", "key.pem"][..],
+            &["--tls-client-ca", "ca.pem"][..],
+            &["--tls-client-ca", "ca.pem", "--tls-key", "key.pem"][..],
+        ] {
+            let mut all = vec!["--tokens-file", "tokens"];
+            all.extend_from_slice(args);
+            let err = parse(&all).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                ErrorKind::MissingRequiredArgument,
+                "{args:?}: {err}"
+            );
+        }
+        let config = parse(&[
+            "--tokens-file",
+            "tokens",
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+        ])
+        .unwrap();
+        assert_eq!(config.serve.tls_key, Some(PathBuf::from("key.pem")));
+    }
+
+    #[test]
+    fn shared_flags_get_auth_server_variables() {
+        let command = orgauth_runtime::try_parse_config::<Config, _, _>(
+            "AUTH_SERVER_",
+            ["auth-server", "--help"],
+        )
+        .unwrap_err()
+        .to_string();
+        for var in [
+            "AUTH_SERVER_TOKENS_FILE",
+            "AUTH_SERVER_TLS_CERT",
+            "AUTH_SERVER_TLS_CLIENT_CA",
+            "AUTH_SERVER_MAX_MESSAGE_BYTES",
+            "AUTH_SERVER_LISTEN",
+        ] {
+            assert!(command.contains(var), "--help lacks {var}:\n{command}");
+        }
     }
 
     #[test]
     fn only_sqlite_is_supported_and_urls_are_not_echoed() {
-        let err = Config::try_parse_from([
-            "auth-server",
+        let err = parse(&[
+            "--tokens-file",
+            "tokens",
             "--database",
             "postgres://auth:hunter2@db/auth",
         ])
@@ -193,6 +287,7 @@ mod tests {
 
     #[test]
     fn bad_durations_are_refused() {
-        assert!(Config::try_parse_from(["auth-server", "--shutdown-grace", "soon"]).is_err());
+        assert!(parse(&["--tokens-file", "t", "--shutdown-grace", "soon"]).is_err());
+        assert!(parse(&["--tokens-file", "t", "--max-call-time", "soon"]).is_err());
     }
 }

@@ -1,16 +1,17 @@
 //! The rules of the Auth service, free of transport and storage: what a valid
-//! org id, member id, batch and page are, and how a BatchUnlinkSso or
-//! CheckSsoLogin answer follows from what storage reports.
+//! org id, member id, batch and page are, how page tokens are sealed, and how
+//! a BatchUnlinkSso or CheckSsoLogin answer follows from what storage
+//! reports.
 //!
 //! Requests are parsed into these types once, at the gRPC boundary; nothing
 //! past that boundary re-validates.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use orgauth_security::PageTokenSealer;
 
 use crate::error::AuthError;
 
@@ -28,16 +29,12 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// is one Auth accepts.
 const MAX_ORG_ID_LEN: usize = 63;
 
-/// Longest member id.
+/// Longest member id: the same as org-server's.
 const MAX_MEMBER_ID_LEN: usize = 128;
 
 /// Longest part of a rejected value echoed back in an error message; enough
 /// to recognise it without returning a megabyte of garbage to the caller.
 const MAX_ECHO_LEN: usize = 40;
-
-/// First byte of every page token. A token minted by another version of the
-/// format is refused as malformed instead of being misread.
-const PAGE_TOKEN_VERSION: u8 = 1;
 
 /// A point in time as unix microseconds, the unit stored in the database.
 pub type Micros = i64;
@@ -167,6 +164,8 @@ fn echo(value: &str) -> String {
 }
 
 /// Checks that a `member_ids` list names 1 to [`MAX_BATCH`] members.
+/// Counted before any id is looked at, so an oversized list costs nothing
+/// more than its decoding.
 fn check_batch_len(len: usize) -> Result<(), AuthError> {
     if len == 0 {
         return Err(AuthError::invalid(
@@ -183,22 +182,47 @@ fn check_batch_len(len: usize) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// The members of a LinkSso call: 1 to [`MAX_BATCH`] valid ids. Repeats are
-/// allowed; a member is linked once.
+/// Remembers the ids of a list to refuse the second occurrence of one: a
+/// caller that names a member twice has a bug worth hearing about, and the
+/// answer to "which result is the real one" is then never ambiguous.
+struct RepeatCheck<'a>(HashMap<&'a str, usize>);
+
+impl<'a> RepeatCheck<'a> {
+    fn with_capacity(len: usize) -> Self {
+        RepeatCheck(HashMap::with_capacity(len))
+    }
+
+    /// Notes `member_ids[index] = id`; fails if an earlier index held it.
+    fn check(&mut self, index: usize, id: &'a str) -> Result<(), AuthError> {
+        match self.0.entry(id) {
+            Entry::Vacant(entry) => {
+                entry.insert(index);
+                Ok(())
+            }
+            Entry::Occupied(entry) => Err(AuthError::invalid(
+                format!("member_ids[{index}]"),
+                format!("repeats member_ids[{}]; name each member once", entry.get()),
+            )),
+        }
+    }
+}
+
+/// The members of a LinkSso call: 1 to [`MAX_BATCH`] distinct valid ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkBatch(Vec<MemberId>);
 
 impl LinkBatch {
-    /// Validates the `member_ids` field of a request: one bad id refuses the
-    /// whole call, since linking is not worth doing partially.
+    /// Validates the `member_ids` field of a request: one bad or repeated id
+    /// refuses the whole call, since linking is not worth doing partially.
     pub fn parse(member_ids: Vec<String>) -> Result<Self, AuthError> {
         check_batch_len(member_ids.len())?;
-        let ids = member_ids
-            .into_iter()
-            .enumerate()
-            .map(|(i, id)| MemberId::parse(format!("member_ids[{i}]"), id))
-            .collect::<Result<_, _>>()?;
-        Ok(LinkBatch(ids))
+        let mut repeats = RepeatCheck::with_capacity(member_ids.len());
+        for (i, id) in member_ids.iter().enumerate() {
+            check_member_id(id)
+                .map_err(|reason| AuthError::invalid(format!("member_ids[{i}]"), reason))?;
+            repeats.check(i, id)?;
+        }
+        Ok(LinkBatch(member_ids.into_iter().map(MemberId).collect()))
     }
 
     pub fn ids(&self) -> &[MemberId] {
@@ -208,58 +232,55 @@ impl LinkBatch {
 
 /// The members of a BatchUnlinkSso call, in request order.
 ///
-/// Unlike LinkSso, one malformed id does not refuse the batch: the caller
-/// is a job working through a whole org, and one bad member must not stall
-/// it. That member gets an error result; the others are unlinked.
+/// A wrong count or a repeated id refuses the call. A malformed id does
+/// not: the caller is a job working through a whole org, and one bad
+/// member must not stall it. That member gets an error result; the others
+/// are unlinked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnlinkBatch {
     /// Each requested id, in request order, resolved to what will answer it.
     requested: Vec<Requested>,
-    /// The distinct valid ids: exactly what storage is asked to delete.
-    unique: Vec<MemberId>,
+    /// The valid ids (distinct): exactly what storage is asked to delete.
+    valid: Vec<MemberId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Requested {
-    /// The first occurrence of a valid id: `unique[index]`.
-    First { index: usize },
-    /// A later occurrence of a valid id. Its first occurrence takes the real
-    /// outcome, so this one answers NOT_LINKED, as a replay would.
-    Repeat { member_id: String },
+    /// A valid id: `valid[index]`.
+    Valid { index: usize },
     /// An id that is not a valid member id.
     Invalid { member_id: String, reason: String },
 }
 
 impl UnlinkBatch {
-    /// Validates the `member_ids` field of a request: a wrong count refuses
-    /// the call; a malformed id only marks that member.
+    /// Validates the `member_ids` field of a request: a wrong count or a
+    /// repeated id refuses the call; a malformed id only marks that member.
     pub fn parse(member_ids: Vec<String>) -> Result<Self, AuthError> {
         check_batch_len(member_ids.len())?;
-        let mut unique = Vec::with_capacity(member_ids.len());
-        let mut seen: HashSet<String> = HashSet::with_capacity(member_ids.len());
+        let mut repeats = RepeatCheck::with_capacity(member_ids.len());
+        for (i, id) in member_ids.iter().enumerate() {
+            repeats.check(i, id)?;
+        }
+        let mut valid = Vec::with_capacity(member_ids.len());
         let mut requested = Vec::with_capacity(member_ids.len());
         for (i, member_id) in member_ids.into_iter().enumerate() {
-            if seen.contains(&member_id) {
-                requested.push(Requested::Repeat { member_id });
-            } else if let Err(reason) = check_member_id(&member_id) {
-                requested.push(Requested::Invalid {
+            match check_member_id(&member_id) {
+                Ok(()) => {
+                    requested.push(Requested::Valid { index: valid.len() });
+                    valid.push(MemberId(member_id));
+                }
+                Err(reason) => requested.push(Requested::Invalid {
                     reason: format!("member_ids[{i}]: {reason}"),
                     member_id,
-                });
-            } else {
-                seen.insert(member_id.clone());
-                requested.push(Requested::First {
-                    index: unique.len(),
-                });
-                unique.push(MemberId(member_id));
+                }),
             }
         }
-        Ok(UnlinkBatch { requested, unique })
+        Ok(UnlinkBatch { requested, valid })
     }
 
-    /// The distinct valid ids, to be deleted in one statement.
+    /// The valid ids, to be deleted in one statement.
     pub fn to_unlink(&self) -> &[MemberId] {
-        &self.unique
+        &self.valid
     }
 
     /// One result per requested id, in request order, given the ids storage
@@ -269,8 +290,8 @@ impl UnlinkBatch {
         self.requested
             .into_iter()
             .map(|requested| match requested {
-                Requested::First { index } => {
-                    let member_id = &self.unique[index];
+                Requested::Valid { index } => {
+                    let member_id = &self.valid[index];
                     let outcome = if unlinked.contains(member_id) {
                         UnlinkOutcome::Unlinked
                     } else {
@@ -281,10 +302,6 @@ impl UnlinkBatch {
                         outcome,
                     }
                 }
-                Requested::Repeat { member_id } => UnlinkResult {
-                    member_id,
-                    outcome: UnlinkOutcome::NotLinked,
-                },
                 Requested::Invalid { member_id, reason } => UnlinkResult {
                     member_id,
                     outcome: UnlinkOutcome::Invalid { reason },
@@ -353,8 +370,15 @@ pub struct PageRequest {
 }
 
 impl PageRequest {
-    /// Validates the `page_size` and `page_token` fields of a request.
-    pub fn parse(page_size: i32, page_token: &str) -> Result<Self, AuthError> {
+    /// Validates the `page_size` and `page_token` fields of a request that
+    /// lists `org_id`'s connections: the token must have been sealed by
+    /// `tokens` for that same org.
+    pub fn parse(
+        page_size: i32,
+        page_token: &str,
+        org_id: &OrgId,
+        tokens: &PageTokens,
+    ) -> Result<Self, AuthError> {
         let size = match u32::try_from(page_size) {
             Ok(0) => DEFAULT_PAGE_SIZE,
             Ok(size) if size <= MAX_PAGE_SIZE => size,
@@ -371,29 +395,52 @@ impl PageRequest {
         let after = if page_token.is_empty() {
             None
         } else {
-            Some(decode_page_token(page_token)?)
+            Some(tokens.open(org_id, page_token)?)
         };
         Ok(PageRequest { size, after })
     }
 }
 
-/// A page token resuming after `last`: opaque to callers, so the format can
-/// change behind the version byte.
-pub fn encode_page_token(last: &MemberId) -> String {
-    let mut bytes = Vec::with_capacity(1 + last.as_str().len());
-    bytes.push(PAGE_TOKEN_VERSION);
-    bytes.extend_from_slice(last.as_str().as_bytes());
-    URL_SAFE_NO_PAD.encode(bytes)
-}
+/// Page tokens of ListSsoConnections: the last member id of the previous
+/// page, sealed with an HMAC over the id and the org it lists
+/// (`sso:{org_id}`), so a caller can neither forge or edit a cursor nor
+/// replay one against another org.
+///
+/// The key lives in the database (see [`AuthStore::page_token_key`]), so a
+/// token stays good across restarts and on every replica sharing the
+/// database.
+///
+/// [`AuthStore::page_token_key`]: crate::store::AuthStore::page_token_key
+#[derive(Debug, Clone)]
+pub struct PageTokens(PageTokenSealer);
 
-fn decode_page_token(token: &str) -> Result<MemberId, AuthError> {
-    let malformed = || AuthError::invalid("page_token", "malformed");
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
-    let Some((&PAGE_TOKEN_VERSION, last)) = bytes.split_first() else {
-        return Err(malformed());
-    };
-    let last = String::from_utf8(last.to_vec()).map_err(|_| malformed())?;
-    MemberId::new(last).map_err(|_| malformed())
+impl PageTokens {
+    pub fn new(sealer: PageTokenSealer) -> Self {
+        PageTokens(sealer)
+    }
+
+    /// The listing a token belongs to.
+    fn scope(org_id: &OrgId) -> String {
+        format!("sso:{org_id}")
+    }
+
+    /// The token that resumes `org_id`'s listing after `last`.
+    pub fn seal(&self, org_id: &OrgId, last: &MemberId) -> String {
+        self.0.seal(&Self::scope(org_id), last.as_str())
+    }
+
+    /// The member id a token of `org_id`'s listing resumes after. Anything
+    /// this server did not seal for that org is INVALID_ARGUMENT naming
+    /// `page_token`, with one message whatever check failed.
+    pub fn open(&self, org_id: &OrgId, token: &str) -> Result<MemberId, AuthError> {
+        let refused = |err: orgauth_security::PageTokenError| {
+            AuthError::invalid("page_token", err.to_string())
+        };
+        let last = self.0.open(&Self::scope(org_id), token).map_err(refused)?;
+        // Only valid ids are ever sealed; a key that opens but does not
+        // parse would mean a leaked key, and is refused all the same.
+        MemberId::new(last).map_err(|_| refused(orgauth_security::PageTokenError))
+    }
 }
 
 /// Whether a member may sign in through custom SSO right now.
@@ -527,7 +574,7 @@ mod tests {
     }
 
     #[test]
-    fn link_batches_hold_1_to_1000_valid_ids() {
+    fn link_batches_hold_1_to_1000_distinct_valid_ids() {
         assert_eq!(
             LinkBatch::parse(vec![]).unwrap_err().to_string(),
             "member_ids: must name at least one member"
@@ -546,10 +593,22 @@ mod tests {
             message.starts_with("member_ids[1]: \"not ok\""),
             "{message}"
         );
+        for (ids, expected) in [
+            (&["a", "b", "a"][..], "member_ids[2]: repeats member_ids[0]"),
+            (&["a", ""][..], "member_ids[1]: must not be empty"),
+            (
+                &["a", "b\0"][..],
+                "member_ids[1]: \"b\\0\" is not a valid member id",
+            ),
+        ] {
+            let err = LinkBatch::parse(strings(ids)).unwrap_err();
+            assert!(matches!(err, AuthError::InvalidArgument { .. }), "{err:?}");
+            assert!(err.to_string().starts_with(expected), "{err}");
+        }
     }
 
     #[test]
-    fn unlink_batches_refuse_a_wrong_count_but_not_a_bad_id() {
+    fn unlink_batches_refuse_a_wrong_count_or_a_repeat_but_not_a_bad_id() {
         assert!(matches!(
             UnlinkBatch::parse(vec![]),
             Err(AuthError::InvalidArgument { .. })
@@ -559,6 +618,17 @@ mod tests {
             UnlinkBatch::parse(too_many).unwrap_err().to_string(),
             "member_ids: at most 1000 ids per call, got 1001"
         );
+        // Repeats are refused even among malformed ids.
+        for (ids, field) in [
+            (&["a", "b", "a"][..], "member_ids[2]"),
+            (&["bad id", "x", "bad id"][..], "member_ids[2]"),
+            (&["", ""][..], "member_ids[1]"),
+        ] {
+            match UnlinkBatch::parse(strings(ids)).unwrap_err() {
+                AuthError::InvalidArgument { field: got, .. } => assert_eq!(got, field),
+                other => panic!("{other:?}"),
+            }
+        }
         let batch = UnlinkBatch::parse(strings(&["a", "bad id", "b"])).unwrap();
         assert_eq!(
             batch.to_unlink(),
@@ -567,8 +637,8 @@ mod tests {
     }
 
     #[test]
-    fn unlink_results_follow_request_order_and_first_occurrence_wins() {
-        let batch = UnlinkBatch::parse(strings(&["b", "a", "", "b", "c", "a"])).unwrap();
+    fn unlink_results_follow_request_order() {
+        let batch = UnlinkBatch::parse(strings(&["b", "a", "", "c"])).unwrap();
         assert_eq!(
             batch.to_unlink(),
             &[
@@ -576,7 +646,6 @@ mod tests {
                 MemberId("a".into()),
                 MemberId("c".into())
             ],
-            "each valid id is deleted once"
         );
         let results = batch.into_results(&[MemberId("a".into()), MemberId("b".into())]);
         let outcomes: Vec<(&str, &UnlinkOutcome)> = results
@@ -594,20 +663,30 @@ mod tests {
                         reason: "member_ids[2]: must not be empty".into()
                     }
                 ),
-                ("b", &UnlinkOutcome::NotLinked),
                 ("c", &UnlinkOutcome::NotLinked),
-                ("a", &UnlinkOutcome::NotLinked),
             ]
         );
     }
 
+    fn page_tokens(seed: u8) -> PageTokens {
+        PageTokens::new(PageTokenSealer::new(&[seed; 32]).unwrap())
+    }
+
+    fn org(id: &str) -> OrgId {
+        OrgId::parse(id.to_owned()).unwrap()
+    }
+
+    fn page(size: i32, token: &str) -> Result<PageRequest, AuthError> {
+        PageRequest::parse(size, token, &org("acme"), &page_tokens(1))
+    }
+
     #[test]
     fn page_size_defaults_to_100_and_is_bounded() {
-        assert_eq!(PageRequest::parse(0, "").unwrap().size, 100);
-        assert_eq!(PageRequest::parse(1, "").unwrap().size, 1);
-        assert_eq!(PageRequest::parse(1000, "").unwrap().size, 1000);
+        assert_eq!(page(0, "").unwrap().size, 100);
+        assert_eq!(page(1, "").unwrap().size, 1);
+        assert_eq!(page(1000, "").unwrap().size, 1000);
         for bad in [-1, 1001, i32::MIN, i32::MAX] {
-            let message = PageRequest::parse(bad, "").unwrap_err().to_string();
+            let message = page(bad, "").unwrap_err().to_string();
             assert_eq!(
                 message,
                 format!("page_size: must be between 0 and 1000 (0 means 100), got {bad}")
@@ -616,36 +695,49 @@ mod tests {
     }
 
     #[test]
-    fn page_tokens_round_trip_and_are_opaque() {
+    fn page_tokens_round_trip_within_their_org() {
         let last = MemberId("alice@example.com".into());
-        let token = encode_page_token(&last);
-        assert!(!token.contains("alice"), "{token}");
+        let token = page_tokens(1).seal(&org("acme"), &last);
         assert!(!token.contains('='), "no padding: {token}");
-        assert_eq!(PageRequest::parse(10, &token).unwrap().after, Some(last));
+        assert_eq!(page(10, &token).unwrap().after, Some(last));
     }
 
     #[test]
-    fn malformed_page_tokens_are_invalid_arguments() {
-        let unversioned = URL_SAFE_NO_PAD.encode("alice");
-        let wrong_version = URL_SAFE_NO_PAD.encode([2, b'a']);
-        let version_only = URL_SAFE_NO_PAD.encode([PAGE_TOKEN_VERSION]);
-        let bad_member = URL_SAFE_NO_PAD.encode([PAGE_TOKEN_VERSION, b' ']);
-        let not_utf8 = URL_SAFE_NO_PAD.encode([PAGE_TOKEN_VERSION, 0xff]);
-        for token in [
-            "!!!",
-            "a",
-            "AQ==",
-            &unversioned,
-            &wrong_version,
-            &version_only,
-            &bad_member,
-            &not_utf8,
-        ] {
-            assert_eq!(
-                PageRequest::parse(10, token).unwrap_err().to_string(),
-                "page_token: malformed",
-                "{token:?}"
-            );
+    fn forged_edited_and_foreign_page_tokens_are_invalid_arguments() {
+        let tokens = page_tokens(1);
+        let last = MemberId("m1".into());
+        let token = tokens.seal(&org("acme"), &last);
+        let other_org = tokens.seal(&org("globex"), &last);
+        let other_key = page_tokens(2).seal(&org("acme"), &last);
+        // Each character of the token changed in turn.
+        let mut edits = Vec::new();
+        for i in 0..token.len() {
+            let mut edited = token.clone().into_bytes();
+            edited[i] = if edited[i] == b'A' { b'B' } else { b'A' };
+            edits.push(String::from_utf8(edited).unwrap());
+        }
+        // The format before tokens were sealed: base64 of [1] + "m1".
+        let unsealed = "AW0x".to_owned();
+        let long = "A".repeat(10_000);
+        let mut bad = vec![
+            other_org,
+            other_key,
+            unsealed,
+            long,
+            format!("{token}A"),
+            token[..token.len() - 1].to_owned(),
+            "!!!".to_owned(),
+            "a\0b".to_owned(),
+        ];
+        bad.extend(edits);
+        for token in bad {
+            match page(10, &token).unwrap_err() {
+                AuthError::InvalidArgument { field, reason } => {
+                    assert_eq!(field, "page_token");
+                    assert!(reason.starts_with("malformed or tampered"), "{reason}");
+                }
+                other => panic!("{token:?}: {other:?}"),
+            }
         }
     }
 

@@ -1,14 +1,45 @@
 //! The one error type of auth-server, and its one mapping to a gRPC status.
 //!
+//! Every status auth-server sends carries a `google.rpc.ErrorInfo` with
+//! domain [`ERROR_DOMAIN`] and a stable UPPER_SNAKE reason clients can
+//! switch on; INVALID_ARGUMENT also carries a `google.rpc.BadRequest` field
+//! violation naming the request field, and UNAVAILABLE a `RetryInfo`.
+//!
+//! | code | reason | when |
+//! | --- | --- | --- |
+//! | UNAUTHENTICATED | `TOKEN_MISSING` | no `authorization: Bearer …` metadata (or the service was not behind the authenticator) |
+//! | UNAUTHENTICATED | `TOKEN_MALFORMED` | not `Bearer oat_…` with a well-formed secret |
+//! | UNAUTHENTICATED | `TOKEN_UNKNOWN` | the token is not in `--tokens-file` (revoked or never issued) |
+//! | UNAUTHENTICATED | `TOKEN_EXPIRED` | the token's `expires=` has passed |
+//! | PERMISSION_DENIED | `ROLE_NOT_PERMITTED` | SetOrgSsoPolicy or BatchUnlinkSso by a caller without the `service` role |
+//! | PERMISSION_DENIED | `ORG_ACCESS_DENIED` | an `org` token naming an org it does not cover |
+//! | INVALID_ARGUMENT | `INVALID_FIELD` | a malformed request; the BadRequest names the field (`org_id`, `member_ids`, `member_ids[3]`, `member_id`, `page_size`, `page_token`) |
+//! | FAILED_PRECONDITION | `CUSTOM_SSO_DISALLOWED` | LinkSso for an org whose policy disallows custom SSO |
+//! | UNAVAILABLE | `DATABASE_BUSY` | the database stayed locked past the busy timeout; retry after the RetryInfo delay |
+//! | UNAVAILABLE | `SHUTTING_DOWN` | the server is shutting down; retry on another replica or after restart |
+//! | INTERNAL | `INTERNAL` | anything else; the caller sees a generic message, the log has the details |
+//!
+//! The four `TOKEN_*` refusals come from the authenticator in front of the
+//! service (`orgauth_runtime::access`), with the same domain.
+//!
 //! Messages of caller errors name the request field and say what would be
 //! valid. Storage and internal failures are logged in full here and reach
 //! the caller only as a generic message: their text can hold SQL or file
 //! paths.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use tonic::Status;
+use orgauth_runtime::status::Problem;
+use orgauth_security::Role;
+use tonic::{Code, Status};
 use tracing::{error, warn};
+
+/// `ErrorInfo.domain` of every error auth-server sends: its API package.
+pub const ERROR_DOMAIN: &str = "orgauth.auth.v1";
+
+/// How long a caller is told to wait after [`DATABASE_BUSY`](AuthError::reason).
+pub const BUSY_RETRY_AFTER: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -24,6 +55,26 @@ pub enum AuthError {
          SetOrgSsoPolicy allow_custom_sso=true first"
     )]
     CustomSsoDisallowed { org_id: String },
+
+    /// An RPC reserved for another role (SetOrgSsoPolicy and BatchUnlinkSso
+    /// accept only `service`).
+    #[error(
+        "{rpc} is reserved for the service role (org-server); token {caller:?} has role {role}"
+    )]
+    RoleNotPermitted {
+        rpc: &'static str,
+        caller: String,
+        role: Role,
+    },
+
+    /// An `org` token naming an org it does not cover.
+    #[error("token {caller:?} does not cover org {org_id}")]
+    OrgAccessDenied { caller: String, org_id: String },
+
+    /// The request reached a handler without an authenticated caller: the
+    /// service was not wrapped in the authenticator. Refused, never served.
+    #[error("no authenticated caller: send metadata `authorization: Bearer <token>`")]
+    Unauthenticated,
 
     /// A database failure. Some are transient (the database is busy, the
     /// pool is closing for shutdown); see [`AuthError::is_transient`].
@@ -56,12 +107,22 @@ impl AuthError {
 
     /// Whether the same call may succeed if retried later, unchanged.
     pub fn is_transient(&self) -> bool {
+        self.shutting_down() || self.busy()
+    }
+
+    /// The pool is closing: the server is shutting down.
+    fn shutting_down(&self) -> bool {
+        matches!(self, AuthError::Storage(sqlx::Error::PoolClosed))
+    }
+
+    /// Another writer held the database for longer than the busy timeout.
+    fn busy(&self) -> bool {
         let AuthError::Storage(err) = self else {
             return false;
         };
         match err {
-            // The pool is closing (shutdown) or every connection stayed busy.
-            sqlx::Error::PoolClosed | sqlx::Error::PoolTimedOut => true,
+            // Every connection stayed busy.
+            sqlx::Error::PoolTimedOut => true,
             // SQLITE_BUSY (5) and SQLITE_LOCKED (6), in the low byte of the
             // extended result code: another writer held the lock for longer
             // than the busy timeout.
@@ -72,25 +133,76 @@ impl AuthError {
             _ => false,
         }
     }
+
+    /// The gRPC code this error is answered with.
+    pub fn code(&self) -> Code {
+        match self {
+            AuthError::InvalidArgument { .. } => Code::InvalidArgument,
+            AuthError::CustomSsoDisallowed { .. } => Code::FailedPrecondition,
+            AuthError::RoleNotPermitted { .. } | AuthError::OrgAccessDenied { .. } => {
+                Code::PermissionDenied
+            }
+            AuthError::Unauthenticated => Code::Unauthenticated,
+            // UNAVAILABLE is the code clients retry on (org-server's job
+            // runner among them).
+            _ if self.is_transient() => Code::Unavailable,
+            AuthError::Storage(_)
+            | AuthError::Migrate(_)
+            | AuthError::CreateDir { .. }
+            | AuthError::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The `ErrorInfo.reason` this error is answered with: stable and
+    /// documented in the table above.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::InvalidArgument { .. } => "INVALID_FIELD",
+            AuthError::CustomSsoDisallowed { .. } => "CUSTOM_SSO_DISALLOWED",
+            AuthError::RoleNotPermitted { .. } => "ROLE_NOT_PERMITTED",
+            AuthError::OrgAccessDenied { .. } => "ORG_ACCESS_DENIED",
+            AuthError::Unauthenticated => "TOKEN_MISSING",
+            _ if self.shutting_down() => "SHUTTING_DOWN",
+            _ if self.busy() => "DATABASE_BUSY",
+            AuthError::Storage(_)
+            | AuthError::Migrate(_)
+            | AuthError::CreateDir { .. }
+            | AuthError::Internal(_) => "INTERNAL",
+        }
+    }
 }
 
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
-        match err {
-            AuthError::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
-            AuthError::CustomSsoDisallowed { .. } => Status::failed_precondition(err.to_string()),
-            _ if err.is_transient() => {
+        let code = err.code();
+        let problem = Problem::new(ERROR_DOMAIN, err.reason());
+        match &err {
+            AuthError::InvalidArgument { field, reason } => {
+                problem.field(field, reason).status(code, err.to_string())
+            }
+            AuthError::CustomSsoDisallowed { .. }
+            | AuthError::RoleNotPermitted { .. }
+            | AuthError::OrgAccessDenied { .. }
+            | AuthError::Unauthenticated => problem.status(code, err.to_string()),
+            _ if err.shutting_down() => {
+                warn!(error = %err, "call refused: shutting down");
+                problem.status(code, "auth-server is shutting down; retry")
+            }
+            _ if err.busy() => {
                 warn!(error = %err, "transient storage failure; caller may retry");
-                // UNAVAILABLE is the code clients retry on (org-server's job
-                // runner among them).
-                Status::unavailable("auth-server storage is busy; retry with backoff")
+                problem
+                    .retry_after(BUSY_RETRY_AFTER)
+                    .status(code, "auth-server storage is busy; retry with backoff")
             }
             AuthError::Storage(_)
             | AuthError::Migrate(_)
             | AuthError::CreateDir { .. }
             | AuthError::Internal(_) => {
                 error!(error = %err, "request failed");
-                Status::internal("internal error in auth-server; details are in its log")
+                problem.status(
+                    code,
+                    "internal error in auth-server; details are in its log",
+                )
             }
         }
     }
@@ -98,16 +210,40 @@ impl From<AuthError> for Status {
 
 #[cfg(test)]
 mod tests {
+    use tonic_types::StatusExt;
+
     use super::*;
-    use tonic::Code;
+
+    /// The code, ErrorInfo (reason, domain) and first field violation of a
+    /// status.
+    fn details(status: &Status) -> (Code, String, Option<(String, String)>) {
+        let details = status.get_error_details();
+        let info = details.error_info().expect("every status has an ErrorInfo");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        let field = details
+            .bad_request()
+            .and_then(|bad| bad.field_violations.first())
+            .map(|v| (v.field.clone(), v.description.clone()));
+        (status.code(), info.reason.clone(), field)
+    }
 
     #[test]
-    fn caller_errors_keep_their_message() {
+    fn caller_errors_keep_their_message_and_carry_a_reason() {
         let status = Status::from(AuthError::invalid(
             "member_ids",
             "at most 1000 ids per call, got 1001",
         ));
-        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            details(&status),
+            (
+                Code::InvalidArgument,
+                "INVALID_FIELD".into(),
+                Some((
+                    "member_ids".into(),
+                    "at most 1000 ids per call, got 1001".into()
+                ))
+            )
+        );
         assert_eq!(
             status.message(),
             "member_ids: at most 1000 ids per call, got 1001"
@@ -116,10 +252,48 @@ mod tests {
         let status = Status::from(AuthError::CustomSsoDisallowed {
             org_id: "acme".into(),
         });
-        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            details(&status),
+            (
+                Code::FailedPrecondition,
+                "CUSTOM_SSO_DISALLOWED".into(),
+                None
+            )
+        );
         assert_eq!(
             status.message(),
             "custom SSO is disallowed for org acme; SetOrgSsoPolicy allow_custom_sso=true first"
+        );
+    }
+
+    #[test]
+    fn refusals_say_why_in_a_reason() {
+        let status = Status::from(AuthError::RoleNotPermitted {
+            rpc: "BatchUnlinkSso",
+            caller: "ops".into(),
+            role: Role::Admin,
+        });
+        assert_eq!(
+            details(&status),
+            (Code::PermissionDenied, "ROLE_NOT_PERMITTED".into(), None)
+        );
+        assert_eq!(
+            status.message(),
+            "BatchUnlinkSso is reserved for the service role (org-server); \
+             token \"ops\" has role admin"
+        );
+        let status = Status::from(AuthError::OrgAccessDenied {
+            caller: "acme-bot".into(),
+            org_id: "globex".into(),
+        });
+        assert_eq!(
+            details(&status),
+            (Code::PermissionDenied, "ORG_ACCESS_DENIED".into(), None)
+        );
+        let status = Status::from(AuthError::Unauthenticated);
+        assert_eq!(
+            details(&status),
+            (Code::Unauthenticated, "TOKEN_MISSING".into(), None)
         );
     }
 
@@ -137,18 +311,60 @@ mod tests {
         ];
         for err in leaky {
             let status = Status::from(err);
-            assert_eq!(status.code(), Code::Internal);
+            assert_eq!(details(&status), (Code::Internal, "INTERNAL".into(), None));
             for secret in ["sso_connections", "/var/lib", "x y"] {
                 assert!(!status.message().contains(secret), "{}", status.message());
             }
+            let details = status.get_error_details();
+            let info = details.error_info().unwrap();
+            assert!(info.metadata.is_empty(), "{:?}", info.metadata);
         }
     }
 
     #[test]
-    fn a_closing_pool_is_unavailable_not_internal() {
-        let status = Status::from(AuthError::Storage(sqlx::Error::PoolClosed));
-        assert_eq!(status.code(), Code::Unavailable);
+    fn a_busy_or_closing_database_is_unavailable_not_internal() {
         let status = Status::from(AuthError::Storage(sqlx::Error::PoolTimedOut));
-        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            details(&status),
+            (Code::Unavailable, "DATABASE_BUSY".into(), None)
+        );
+        assert_eq!(
+            status.get_error_details().retry_info().unwrap().retry_delay,
+            Some(BUSY_RETRY_AFTER)
+        );
+        let status = Status::from(AuthError::Storage(sqlx::Error::PoolClosed));
+        assert_eq!(
+            details(&status),
+            (Code::Unavailable, "SHUTTING_DOWN".into(), None)
+        );
+        assert!(AuthError::Storage(sqlx::Error::PoolClosed).is_transient());
+    }
+
+    #[test]
+    fn reasons_are_upper_snake() {
+        let all = [
+            AuthError::invalid("f", "r"),
+            AuthError::CustomSsoDisallowed { org_id: "a".into() },
+            AuthError::RoleNotPermitted {
+                rpc: "X",
+                caller: "c".into(),
+                role: Role::Org,
+            },
+            AuthError::OrgAccessDenied {
+                caller: "c".into(),
+                org_id: "a".into(),
+            },
+            AuthError::Unauthenticated,
+            AuthError::Storage(sqlx::Error::PoolClosed),
+            AuthError::Storage(sqlx::Error::PoolTimedOut),
+            AuthError::Internal("x".into()),
+        ];
+        for err in all {
+            let reason = err.reason();
+            assert!(
+                !reason.is_empty() && reason.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
+                "{reason}"
+            );
+        }
     }
 }

@@ -3,18 +3,32 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the command line (flags and their environment variables).
-//! - [`server`]: wires storage, the service, health and reflection
+//! - [`config`]: the command line (flags and their environment variables),
+//!   including the shared tokens-file, TLS and limit flags.
+//! - [`server`]: checks the configuration, wires storage, the service
+//!   (behind the bearer-token authenticator), health and reflection (open)
 //!   together, and runs them until a graceful shutdown.
-//! - [`grpc`]: the thin tonic adapter: request → domain types → [`app`] →
-//!   response.
-//! - [`app`]: what each RPC does, in domain terms.
+//! - [`grpc`]: the thin tonic adapter: caller + request → domain types →
+//!   [`app`] → response.
+//! - [`app`]: what each RPC does, in domain terms, and who may do it
+//!   ([`app::authorize`]).
 //! - [`domain`]: the rules, free of transport and storage: ids, batch and
-//!   page limits, page tokens, BatchUnlinkSso's per-member answers,
+//!   page limits, sealed page tokens, BatchUnlinkSso's per-member answers,
 //!   CheckSsoLogin's decision.
 //! - [`store`]: the [`AuthStore`](store::AuthStore) trait and its SQLite
 //!   implementation.
-//! - [`error`]: the one error type, and its one mapping to `tonic::Status`.
+//! - [`error`]: the one error type, its one mapping to `tonic::Status`, and
+//!   the table of error reasons.
+//!
+//! # Security
+//!
+//! Every AuthService call needs `authorization: Bearer <token>` from the
+//! `--tokens-file`. SetOrgSsoPolicy and BatchUnlinkSso accept only the
+//! `service` role (org-server); the other RPCs accept `service` and `admin`
+//! for any org and `org` tokens for the orgs they list. Requests are
+//! validated first (INVALID_ARGUMENT), then authorized (PERMISSION_DENIED),
+//! and only then touch storage. Page tokens are sealed with a key kept in
+//! the database, so they cannot be forged or moved to another org's listing.
 //!
 //! The invariant the rest of the system leans on: LinkSso checks the org's
 //! policy and inserts in one `BEGIN IMMEDIATE` transaction, so once

@@ -1,16 +1,22 @@
-//! The auth-server binary: parse flags, set up logging, open storage, bind,
-//! announce the address, serve until SIGTERM or SIGINT.
+//! The auth-server binary: parse flags, set up logging, load the tokens file
+//! and TLS files, open storage, bind, announce the address, serve until
+//! SIGTERM or SIGINT.
+//!
+//! Any configuration error (a missing or invalid tokens file, an unusable
+//! TLS file, a database that cannot be opened) is reported on stderr and
+//! exits non-zero before `listening ADDR` is printed.
 
 use std::process::ExitCode;
 
 use auth_server::{AuthServer, Config};
-use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::error;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    // Gives the flags shared with org-server (tokens, TLS, limits) their
+    // AUTH_SERVER_ environment variables.
+    let config = orgauth_runtime::parse_config::<Config>("AUTH_SERVER_");
     orgauth_runtime::init_logging();
 
     // Installed before anything slow, so an early SIGTERM is honoured.

@@ -1,5 +1,6 @@
 //! The auth-server binary as operators and the end-to-end suite run it:
-//! its `--help`, its `listening ADDR` line, and a clean exit on SIGTERM.
+//! its `--help`, its `listening ADDR` line, a refusal to start without a
+//! usable tokens file, and a clean exit on SIGTERM.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -10,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use orgauth_proto::auth::v1 as pb;
 use orgauth_proto::auth::v1::auth_service_client::AuthServiceClient;
+use orgauth_runtime::access::BearerToken;
+use orgauth_security::Role;
+use orgauth_security::token::issue;
+use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -18,10 +23,20 @@ use tonic_health::pb::health_client::HealthClient;
 const BIN: &str = env!("CARGO_BIN_EXE_auth-server");
 
 /// Environment variables that would override the flags under test.
-const ENV_VARS: [&str; 3] = [
+const ENV_VARS: [&str; 13] = [
     "AUTH_SERVER_LISTEN",
     "AUTH_SERVER_DATABASE",
     "AUTH_SERVER_SHUTDOWN_GRACE",
+    "AUTH_SERVER_TOKENS_FILE",
+    "AUTH_SERVER_TLS_CERT",
+    "AUTH_SERVER_TLS_KEY",
+    "AUTH_SERVER_TLS_CLIENT_CA",
+    "AUTH_SERVER_MAX_MESSAGE_BYTES",
+    "AUTH_SERVER_MAX_STREAMS_PER_CONNECTION",
+    "AUTH_SERVER_MAX_INFLIGHT_PER_CONNECTION",
+    "AUTH_SERVER_MAX_CALL_TIME",
+    "AUTH_SERVER_KEEPALIVE_INTERVAL",
+    "AUTH_SERVER_KEEPALIVE_TIMEOUT",
 ];
 
 fn command() -> Command {
@@ -47,6 +62,16 @@ fn help_documents_every_flag_and_its_environment_variable() {
         "--shutdown-grace",
         "[env: AUTH_SERVER_SHUTDOWN_GRACE=]",
         "[default: 10s]",
+        "--tokens-file <PATH>",
+        "[env: AUTH_SERVER_TOKENS_FILE=]",
+        "--tls-cert <PATH>",
+        "[env: AUTH_SERVER_TLS_CERT=]",
+        "--tls-key <PATH>",
+        "--tls-client-ca <PATH>",
+        "--max-message-bytes",
+        "[env: AUTH_SERVER_MAX_MESSAGE_BYTES=]",
+        "--max-call-time",
+        "--keepalive-interval",
     ] {
         assert!(
             help.contains(expected),
@@ -61,6 +86,8 @@ fn an_unsupported_database_fails_fast_without_echoing_the_url() {
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--tokens-file",
+            "/nonexistent/tokens",
             "--database",
             "postgres://auth:hunter2@db/auth",
         ])
@@ -73,19 +100,121 @@ fn an_unsupported_database_fails_fast_without_echoing_the_url() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
+/// The tokens a test server accepts: the file's lines and their secrets.
+struct Tokens {
+    service: String,
+    admin: String,
+}
+
+/// Writes `dir/tokens` with a service and an admin token.
+fn write_tokens(dir: &Path) -> (PathBuf, Tokens) {
+    let service = issue("org-server", Role::Service, &[], None).expect("issue");
+    let admin = issue("ops", Role::Admin, &[], None).expect("issue");
+    let path = dir.join("tokens");
+    std::fs::write(&path, format!("{}\n{}\n", service.line, admin.line)).expect("write tokens");
+    let tokens = Tokens {
+        service: service.secret,
+        admin: admin.secret,
+    };
+    (path, tokens)
+}
+
+/// Runs the server with `tokens_file` and expects it to refuse to start:
+/// non-zero exit, no `listening` line, and `expected` in its log.
+fn refuses_to_start(dir: &Path, tokens_file: &Path, expected: &str) {
+    let database = format!("sqlite://{}", dir.join("refused.db").display());
+    let output = command()
+        .args(["--listen", "127.0.0.1:0", "--database", &database])
+        .arg("--tokens-file")
+        .arg(tokens_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run auth-server");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started anyway: {stderr}");
+    assert!(!stdout.contains("listening"), "announced: {stdout}");
+    assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+}
+
+#[test]
+fn a_missing_or_garbage_tokens_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    refuses_to_start(
+        dir.path(),
+        &dir.path().join("no-such-file"),
+        "cannot read tokens file",
+    );
+    let garbage = dir.path().join("garbage");
+    for (text, expected) in [
+        ("", "tokens file has no tokens"),
+        ("ops admin sha256:nothex\n", "tokens file line 1"),
+        ("# ok\nops root sha256:00\n", "tokens file line 2"),
+    ] {
+        std::fs::write(&garbage, text).unwrap();
+        refuses_to_start(dir.path(), &garbage, expected);
+    }
+    // A directory is not a file either.
+    refuses_to_start(dir.path(), dir.path(), "cannot read tokens file");
+    assert!(
+        !dir.path().join("refused.db").exists(),
+        "no database created"
+    );
+}
+
+#[test]
+fn a_missing_tls_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, _) = write_tokens(dir.path());
+    let output = command()
+        .args(["--listen", "127.0.0.1:0", "--database"])
+        .arg(format!("sqlite://{}", dir.path().join("a.db").display()))
+        .arg("--tokens-file")
+        .arg(&tokens)
+        .args([
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "nothing announced");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/cert.pem"), "{stderr}");
+}
+
+#[test]
+fn tls_flags_without_their_partner_are_refused() {
+    let output = command()
+        .args(["--tokens-file", "/dev/null", "--tls-cert", "cert.pem"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--tls-key"), "{stderr}");
+}
+
 /// A running auth-server, killed if the test fails before it exits.
 struct Server {
     child: Child,
     addr: SocketAddr,
     /// The server's stderr (its log), shown if the test fails.
     log: PathBuf,
+    /// Secrets of the tokens it accepts.
+    tokens: Tokens,
 }
 
 impl Server {
     fn start(dir: &Path, database: &str) -> Server {
         let log = dir.join("auth-server.log");
+        let (tokens_file, tokens) = write_tokens(dir);
         let mut child = command()
             .args(["--listen", "127.0.0.1:0", "--database", database])
+            .arg("--tokens-file")
+            .arg(&tokens_file)
             .args(["--shutdown-grace", "5s"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -108,7 +237,12 @@ impl Server {
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
         };
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            log,
+            tokens,
+        }
     }
 
     async fn channel(&self) -> Channel {
@@ -175,7 +309,19 @@ async fn serves_on_an_announced_port_and_exits_0_on_sigterm() {
         .into_inner();
     assert_eq!(health.status(), ServingStatus::Serving);
 
-    let policy = AuthServiceClient::new(channel.clone())
+    // AuthService needs a token; health did not.
+    let status = AuthServiceClient::new(channel.clone())
+        .get_org_sso_policy(pb::GetOrgSsoPolicyRequest {
+            org_id: "acme".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut admin = AuthServiceClient::with_interceptor(
+        channel.clone(),
+        BearerToken::new(&server.tokens.admin).unwrap(),
+    );
+    let policy = admin
         .get_org_sso_policy(pb::GetOrgSsoPolicyRequest {
             org_id: "acme".into(),
         })
@@ -190,6 +336,25 @@ async fn serves_on_an_announced_port_and_exits_0_on_sigterm() {
         "an unknown org disallows custom SSO"
     );
     assert!(dir.path().join("data/a.db").exists());
+    // Only org-server's service token may change a policy.
+    let status = admin
+        .set_org_sso_policy(pb::SetOrgSsoPolicyRequest {
+            org_id: "acme".into(),
+            allow_custom_sso: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    AuthServiceClient::with_interceptor(
+        channel.clone(),
+        BearerToken::new(&server.tokens.service).unwrap(),
+    )
+    .set_org_sso_policy(pb::SetOrgSsoPolicyRequest {
+        org_id: "acme".into(),
+        allow_custom_sso: true,
+    })
+    .await
+    .unwrap();
 
     // The client stays connected: an idle connection must not hold the
     // shutdown for the whole grace period (5 s).

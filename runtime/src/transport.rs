@@ -36,8 +36,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Largest message accepted or sent, in bytes; a larger one is refused
-    /// with RESOURCE_EXHAUSTED.
+    /// Largest message accepted or sent, in bytes; tonic refuses a larger
+    /// one with OUT_OF_RANGE.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_message_bytes: usize,
 

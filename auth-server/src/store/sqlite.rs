@@ -306,6 +306,25 @@ impl AuthStore for SqliteStore {
         Ok(linked)
     }
 
+    async fn page_token_key(&self) -> Result<Vec<u8>, AuthError> {
+        // Insert-if-absent then read, in one write transaction: two
+        // processes starting at once agree on the first key written.
+        let mut tx = self.begin_immediate().await?;
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) \
+             VALUES ('page_token_key', randomblob(32)) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let key: Vec<u8> =
+            sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = 'page_token_key'")
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
     async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
@@ -353,6 +372,29 @@ mod tests {
         let store = SqliteStore::open(&path).await.unwrap();
         let policy = store.get_policy(&org("acme")).await.unwrap().unwrap();
         assert!(policy.allow_custom_sso);
+    }
+
+    #[tokio::test]
+    async fn the_page_token_key_is_random_once_and_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let key = store.page_token_key().await.unwrap();
+        assert_eq!(key.len(), 32);
+        assert_ne!(key, vec![0; 32]);
+        assert_eq!(store.page_token_key().await.unwrap(), key);
+        // Another process on the same file (a replica, or after a restart).
+        let other = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(other.page_token_key().await.unwrap(), key);
+        store.close().await;
+        other.close().await;
+        let reopened = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(reopened.page_token_key().await.unwrap(), key);
+
+        let elsewhere = SqliteStore::open(&dir.path().join("other.db"))
+            .await
+            .unwrap();
+        assert_ne!(elsewhere.page_token_key().await.unwrap(), key);
     }
 
     #[tokio::test]
@@ -427,13 +469,7 @@ mod tests {
         let (store, _dir) = store().await;
         let acme = org("acme");
         store.set_policy(&acme, true, 1).await.unwrap();
-        assert_eq!(
-            store
-                .link(&acme, &batch(&["a", "b", "a"]), 2)
-                .await
-                .unwrap(),
-            2
-        );
+        assert_eq!(store.link(&acme, &batch(&["a", "b"]), 2).await.unwrap(), 2);
         assert_eq!(store.link(&acme, &batch(&["b", "c"]), 3).await.unwrap(), 1);
         let listed = store.list_connections(&acme, None, 10).await.unwrap();
         let times: Vec<(&str, Micros)> = listed
