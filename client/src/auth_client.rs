@@ -4,43 +4,71 @@ use orgauth_proto::auth::v1 as pb;
 use orgauth_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tonic::transport::Channel;
 
-use crate::connect::{ConnectOptions, connect_channel};
+use crate::connect::{ClientChannel, ConnectOptions, Credentials, connect_channel};
 use crate::error::Result;
 use crate::org_client::required;
 use crate::page::Page;
 
-/// A client of auth-server. Cloning is cheap (one shared HTTP/2 connection).
+/// A client of auth-server. Every call carries the client's
+/// [`Credentials`]. Cloning is cheap (one shared HTTP/2 connection).
+///
+/// auth-server accepts `SetOrgSsoPolicy` and `BatchUnlinkSso` only from the
+/// `service` role (org-server's identity); the other RPCs follow the same
+/// role rules as org-server.
 #[derive(Debug, Clone)]
 pub struct AuthClient {
     channel: Channel,
+    credentials: Credentials,
 }
 
 impl AuthClient {
-    /// Connects to auth-server, retrying for up to 10 seconds.
+    /// Connects to auth-server in plaintext without a token, retrying for
+    /// up to 10 seconds; see [`AuthClient::connect_with`].
     pub async fn connect(endpoint: &str) -> Result<Self> {
         Self::connect_with(endpoint, &ConnectOptions::default()).await
     }
 
-    /// Connects to auth-server with explicit options.
+    /// Connects to auth-server with explicit options: token, TLS, timeouts.
     pub async fn connect_with(endpoint: &str, options: &ConnectOptions) -> Result<Self> {
-        Ok(Self::from_channel(
-            connect_channel(endpoint, options).await?,
-        ))
+        let credentials = options.credentials()?;
+        let channel = connect_channel(endpoint, options).await?;
+        Ok(Self::from_channel(channel).with_credentials(credentials))
     }
 
-    /// Wraps a channel the caller built.
+    /// Wraps a channel the caller built; it sends no token until
+    /// [`AuthClient::with_credentials`] sets one.
     pub fn from_channel(channel: Channel) -> Self {
-        Self { channel }
+        Self {
+            channel,
+            credentials: Credentials::none(),
+        }
     }
 
-    /// The underlying channel.
+    /// Sets the credentials every call carries.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The credentials every call carries.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// The underlying channel. Calls made on it directly carry no token.
     pub fn channel(&self) -> &Channel {
         &self.channel
     }
 
+    /// The channel with this client's credentials.
+    pub fn authorized_channel(&self) -> ClientChannel {
+        ClientChannel::new(self.channel.clone(), self.credentials.clone())
+    }
+
     /// The generated `AuthService` stub, for anything not covered here.
-    pub fn auth_service(&self) -> AuthServiceClient<Channel> {
-        AuthServiceClient::new(self.channel.clone())
+    /// Its calls carry the client's token.
+    pub fn auth_service(&self) -> AuthServiceClient<ClientChannel> {
+        AuthServiceClient::new(self.authorized_channel())
     }
 
     /// Sets whether an org allows custom SSO; returns the policy in force.

@@ -9,7 +9,7 @@ use orgauth_proto::org::v1::org_service_client::OrgServiceClient;
 use prost_types::FieldMask;
 use tonic::transport::Channel;
 
-use crate::connect::{ConnectOptions, connect_channel};
+use crate::connect::{ClientChannel, ConnectOptions, Credentials, connect_channel};
 use crate::error::{ClientError, Result};
 use crate::job::{ensure_succeeded, is_terminal};
 use crate::page::Page;
@@ -17,12 +17,17 @@ use crate::watch::{WatchOptions, watch_job};
 
 /// A client of org-server (`OrgService` and `JobService`).
 ///
+/// Every call (watch reconnections included) carries the client's
+/// [`Credentials`]: the bearer token of [`ConnectOptions::token`].
+///
 /// Cloning is cheap: every clone shares one HTTP/2 connection, on which
 /// calls are multiplexed. To run many calls at once, clone the client into
 /// each task.
 #[derive(Debug, Clone)]
 pub struct OrgClient {
     channel: Channel,
+    /// Sent with every call.
+    credentials: Credentials,
     /// How `watch_job` and the helpers built on it resume a broken stream.
     watch_options: WatchOptions,
 }
@@ -178,25 +183,43 @@ impl UpdateOrg {
 }
 
 impl OrgClient {
-    /// Connects to org-server, retrying for up to 10 seconds.
+    /// Connects to org-server in plaintext without a token, retrying for up
+    /// to 10 seconds. Servers that require a token answer every call with
+    /// UNAUTHENTICATED: use [`OrgClient::connect_with`] and
+    /// [`ConnectOptions::token`].
     pub async fn connect(endpoint: &str) -> Result<Self> {
         Self::connect_with(endpoint, &ConnectOptions::default()).await
     }
 
-    /// Connects to org-server with explicit options.
+    /// Connects to org-server with explicit options: token, TLS, timeouts.
+    /// A token that cannot be sent is refused before connecting.
     pub async fn connect_with(endpoint: &str, options: &ConnectOptions) -> Result<Self> {
-        Ok(Self::from_channel(
-            connect_channel(endpoint, options).await?,
-        ))
+        let credentials = options.credentials()?;
+        let channel = connect_channel(endpoint, options).await?;
+        Ok(Self::from_channel(channel).with_credentials(credentials))
     }
 
-    /// Wraps a channel the caller built (TLS, interceptors, a lazy channel,
-    /// an in-process transport...).
+    /// Wraps a channel the caller built (a lazy channel, an in-process
+    /// transport...). It sends no token until
+    /// [`OrgClient::with_credentials`] sets one.
     pub fn from_channel(channel: Channel) -> Self {
         Self {
             channel,
+            credentials: Credentials::none(),
             watch_options: WatchOptions::default(),
         }
+    }
+
+    /// Sets the credentials every call carries, e.g.
+    /// `Credentials::bearer(secret)?`.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The credentials every call carries.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// Sets how watches resume after a broken stream.
@@ -205,20 +228,27 @@ impl OrgClient {
         self
     }
 
-    /// The underlying channel.
+    /// The underlying channel. Calls made on it directly carry no token;
+    /// [`OrgClient::org_service`] and [`OrgClient::job_service`] do.
     pub fn channel(&self) -> &Channel {
         &self.channel
     }
 
-    /// The generated `OrgService` stub, for anything the friendly layer does
-    /// not cover.
-    pub fn org_service(&self) -> OrgServiceClient<Channel> {
-        OrgServiceClient::new(self.channel.clone())
+    /// The channel with this client's credentials, for other generated
+    /// stubs (`FooClient::new(client.authorized_channel())`).
+    pub fn authorized_channel(&self) -> ClientChannel {
+        ClientChannel::new(self.channel.clone(), self.credentials.clone())
     }
 
-    /// The generated `JobService` stub.
-    pub fn job_service(&self) -> JobServiceClient<Channel> {
-        JobServiceClient::new(self.channel.clone())
+    /// The generated `OrgService` stub, for anything the friendly layer does
+    /// not cover. Its calls carry the client's token.
+    pub fn org_service(&self) -> OrgServiceClient<ClientChannel> {
+        OrgServiceClient::new(self.authorized_channel())
+    }
+
+    /// The generated `JobService` stub. Its calls carry the client's token.
+    pub fn job_service(&self) -> JobServiceClient<ClientChannel> {
+        JobServiceClient::new(self.authorized_channel())
     }
 
     /// Creates an org. An empty `id` lets the server assign one.
@@ -432,7 +462,9 @@ impl OrgClient {
     /// increase and none is yielded twice; the watch gives up with
     /// [`ClientError::WatchInterrupted`] after
     /// [`WatchOptions::retry_budget`] without progress. Other errors
-    /// (NOT_FOUND, INVALID_ARGUMENT, ...) end the stream after being yielded.
+    /// (NOT_FOUND, INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, ...)
+    /// end the stream after being yielded. Every reconnection sends the
+    /// client's token again.
     pub fn watch_job(
         &self,
         job_id: impl Into<String>,
@@ -455,7 +487,7 @@ impl OrgClient {
             }
         }
         // The watch ends only after a terminal state or an error.
-        Err(ClientError::Status(tonic::Status::internal(format!(
+        Err(ClientError::from(tonic::Status::internal(format!(
             "the watch of job {job_id} ended before the job did"
         ))))
     }

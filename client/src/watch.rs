@@ -6,8 +6,10 @@
 //! after a terminal state. When the stream breaks in a way that may heal
 //! (UNAVAILABLE, as a shutting-down server sends; a transport error; the
 //! stream ending before the job did) it sleeps with exponential backoff and
-//! jitter and opens it again. Any other status ends the watch with that
-//! error. The time spent failing is bounded by [`WatchOptions::retry_budget`].
+//! jitter and opens it again, through the same stub, so the reopened call
+//! carries the same bearer token. Any other status (UNAUTHENTICATED and
+//! PERMISSION_DENIED included) ends the watch with that error. The time
+//! spent failing is bounded by [`WatchOptions::retry_budget`].
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +18,9 @@ use futures::Stream;
 use orgauth_proto::org::v1::job_service_client::JobServiceClient;
 use orgauth_proto::org::v1::{Job, WatchJobRequest, WatchJobResponse};
 use tonic::Streaming;
-use tonic::transport::Channel;
 use tracing::{debug, info};
 
+use crate::connect::ClientChannel;
 use crate::error::{ClientError, Result, code_name, is_transient_status};
 use crate::job::is_terminal;
 
@@ -124,7 +126,7 @@ impl ResumePolicy {
 
 /// One watch in progress.
 struct Watch {
-    jobs: JobServiceClient<Channel>,
+    jobs: JobServiceClient<ClientChannel>,
     job_id: String,
     /// The version of the last job yielded; `None` before the first.
     last_version: Option<i64>,
@@ -208,7 +210,7 @@ impl Watch {
                 job_id: self.job_id.clone(),
                 last_version: self.last_version.unwrap_or(0),
                 retry_budget: self.resume.options.retry_budget,
-                source: status,
+                source: status.into(),
             });
         };
         info!(
@@ -226,7 +228,7 @@ impl Watch {
 
 /// Starts a reconnecting watch; see [`OrgClient::watch_job`](crate::OrgClient::watch_job).
 pub(crate) fn watch_job(
-    jobs: JobServiceClient<Channel>,
+    jobs: JobServiceClient<ClientChannel>,
     job_id: String,
     options: WatchOptions,
 ) -> impl Stream<Item = Result<Job>> + Send + Unpin + 'static {

@@ -1,6 +1,9 @@
 //! The reconnecting job watch against a scripted in-process JobService:
 //! resuming with `since_version`, dropping versions already seen, final
-//! errors, the retry budget, and a connection cut under a live stream.
+//! errors, the retry budget, a connection cut under a live stream, and,
+//! behind the servers' own authenticator, the bearer token sent again on
+//! every reconnection while UNAUTHENTICATED and PERMISSION_DENIED are never
+//! retried.
 
 // Test helpers outside #[test] functions are not covered by clippy.toml's
 // allow-unwrap-in-tests; a panic is the right failure here too.
@@ -9,16 +12,21 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use orgauth_client::org::v1 as pb;
 use orgauth_client::org::v1::job_service_server::{JobService, JobServiceServer};
-use orgauth_client::{ClientError, OrgClient, WatchOptions};
+use orgauth_client::{ClientError, ConnectOptions, OrgClient, WatchOptions};
+use orgauth_runtime::access::Authenticator;
+use orgauth_security::token::issue;
+use orgauth_security::{Role, TokenSet};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::Interceptor;
 use tonic::{Code, Request, Response, Status};
 
 const JOB_ID: &str = "0190a000-0000-7000-8000-000000000001";
@@ -149,6 +157,50 @@ async fn serve(scripts: Vec<Script>) -> (SocketAddr, Arc<Scripted>) {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     (addr, scripted)
+}
+
+/// A fake behind the servers' authenticator, accepting one admin token:
+/// returns the address, the script state, the token's secret and how many
+/// calls the authenticator refused.
+async fn serve_authenticated(
+    scripts: Vec<Script>,
+) -> (SocketAddr, Arc<Scripted>, String, Arc<AtomicUsize>) {
+    let scripted = Arc::new(Scripted {
+        scripts: Mutex::new(scripts.into()),
+        ..Scripted::default()
+    });
+    let token = issue("ops", Role::Admin, &[], None).unwrap();
+    let mut authenticator =
+        Authenticator::new(TokenSet::parse(&token.line).unwrap(), "orgauth.org.v1");
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = refused.clone();
+    let interceptor = move |request: Request<()>| {
+        let result = authenticator.call(request);
+        if result.is_err() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        result
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = JobServiceServer::with_interceptor(FakeJobs(scripted.clone()), interceptor);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (addr, scripted, token.secret, refused)
+}
+
+async fn client_with_token(addr: SocketAddr, token: Option<&str>) -> OrgClient {
+    let options = ConnectOptions {
+        token: token.map(str::to_owned),
+        ..ConnectOptions::default()
+    };
+    OrgClient::connect_with(&addr.to_string(), &options)
+        .await
+        .unwrap()
+        .with_watch_options(fast_retries(Duration::from_secs(5)))
 }
 
 fn fast_retries(retry_budget: Duration) -> WatchOptions {
@@ -334,4 +386,47 @@ async fn survives_a_connection_cut_under_a_live_stream() {
     let rest: Vec<i64> = rest.into_iter().map(|job| job.unwrap().version).collect();
     assert_eq!(rest, [2, 3]);
     assert_eq!(*scripted.since_versions.lock().unwrap(), [0, 1]);
+}
+
+#[tokio::test]
+async fn every_reconnection_sends_the_token_again() {
+    let (addr, scripted, secret, refused) = serve_authenticated(vec![
+        send(vec![
+            running(1),
+            running(2),
+            Err(Status::unavailable("server is shutting down")),
+        ]),
+        Script::Refuse(Status::unavailable("restarting")),
+        send(vec![running(3), job(4, pb::JobState::Succeeded)]),
+    ])
+    .await;
+    let client = client_with_token(addr, Some(&secret)).await;
+    let versions = versions_until_end(&client).await;
+    assert_eq!(oks(versions), [1, 2, 3, 4]);
+    // Three calls reached the service: all three were authenticated.
+    assert_eq!(*scripted.since_versions.lock().unwrap(), [0, 2, 2]);
+    assert_eq!(refused.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn unauthenticated_and_permission_denied_watches_are_not_retried() {
+    let (addr, scripted, secret, refused) =
+        serve_authenticated(vec![Script::Refuse(Status::permission_denied("not yours"))]).await;
+
+    // No token: refused once by the authenticator, and the watch ends.
+    let versions = versions_until_end(&client_with_token(addr, None).await).await;
+    assert_eq!(versions.len(), 1);
+    let error = versions.into_iter().next().unwrap().unwrap_err();
+    assert_eq!(error.code(), Code::Unauthenticated);
+    assert_eq!(error.reason(), Some("TOKEN_MISSING"));
+    assert_eq!(refused.load(Ordering::SeqCst), 1);
+    assert!(scripted.since_versions.lock().unwrap().is_empty());
+
+    // PERMISSION_DENIED from the service: one call, the watch ends.
+    let versions = versions_until_end(&client_with_token(addr, Some(&secret)).await).await;
+    assert_eq!(versions.len(), 1);
+    let error = versions.into_iter().next().unwrap().unwrap_err();
+    assert_eq!(error.code(), Code::PermissionDenied);
+    assert_eq!(scripted.since_versions.lock().unwrap().len(), 1);
+    assert_eq!(refused.load(Ordering::SeqCst), 1);
 }

@@ -265,10 +265,7 @@ async fn add_seed_members(
                     plan.count
                 );
                 meter.finish();
-                return Err(CliError {
-                    error,
-                    hint: Some(hint),
-                });
+                return Err(CliError::from(error).with_hint(hint));
             }
         }
     }
@@ -316,10 +313,7 @@ async fn link_seed_members(
                     )
                 };
                 meter.finish();
-                return Err(CliError {
-                    error,
-                    hint: Some(hint),
-                });
+                return Err(CliError::from(error).with_hint(hint));
             }
         }
     }

@@ -82,7 +82,7 @@ pub async fn follow_job(
         }
     }
     // The watch yields a terminal state or an error before it ends.
-    Err(CliError::from(orgauth_client::ClientError::Status(
+    Err(CliError::from(orgauth_client::ClientError::from(
         tonic::Status::internal(format!(
             "the watch of job {job_id} ended before the job did"
         )),
