@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end on embedded SQLite:
 #   1. builds the release binaries,
-#   2. starts auth-server and org-server as real processes on free ports,
+#   2. issues bearer tokens (an admin one for orgctl, a service one for
+#      org-server's calls to Auth) and starts auth-server and org-server as
+#      real processes on free ports, with authentication on,
 #   3. creates a demo org that allows custom SSO, adds MEMBERS members and
 #      links each one's custom SSO in Auth,
 #   4. flips allow_custom_sso off with UpdateOrg (its latency is printed),
@@ -46,11 +48,18 @@ start() {
     return 1
 }
 
+echo "==> issuing tokens into $work/tokens (only their hashes are stored)"
+tokens="$work/tokens"
+ORGCTL_TOKEN="$("$bin/orgctl" token issue --name demo-admin --role admin --append "$tokens")"
+export ORGCTL_TOKEN
+(umask 077 && "$bin/orgctl" token issue --name org-server --role service --append "$tokens" >"$work/service-token")
+
 echo "==> starting auth-server and org-server (data in $work)"
-start auth-server --listen 127.0.0.1:0 --database "sqlite://$work/auth.db"
+start auth-server --listen 127.0.0.1:0 --database "sqlite://$work/auth.db" --tokens-file "$tokens"
 auth_addr="$addr"
 start org-server --listen 127.0.0.1:0 --database "sqlite://$work/org.db" \
-    --auth-endpoint "http://$auth_addr" --workers 4
+    --auth-endpoint "http://$auth_addr" --workers 4 \
+    --tokens-file "$tokens" --auth-token-file "$work/service-token"
 org_addr="$addr"
 echo "    auth-server on $auth_addr, org-server on $org_addr"
 export ORGCTL_ENDPOINT="http://$org_addr" ORGCTL_AUTH_ENDPOINT="http://$auth_addr"
