@@ -145,18 +145,18 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn arbitrary_tokens_never_panic_or_open(token in ".{0,200}") {
+        fn fuzz_page_tokens_never_panic_or_open(token in ".{0,200}") {
             proptest::prop_assert!(sealer(7).open("orgs", &token).is_err());
         }
 
         #[test]
-        fn arbitrary_bytes_never_open(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..100)) {
+        fn fuzz_page_token_bytes_never_open(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..100)) {
             let token = URL_SAFE_NO_PAD.encode(&bytes);
             proptest::prop_assert!(sealer(7).open("orgs", &token).is_err());
         }
 
         #[test]
-        fn any_key_round_trips(key in ".{1,100}", scope in "[a-z:]{0,20}") {
+        fn fuzz_any_key_round_trips(key in ".{1,100}", scope in "[a-z:]{0,20}") {
             let s = sealer(9);
             let token = s.seal(&scope, &key);
             proptest::prop_assert_eq!(s.open(&scope, &token), Ok(key));

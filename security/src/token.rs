@@ -421,7 +421,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn arbitrary_presented_tokens_never_panic_or_pass(secret in ".{0,80}") {
+        fn fuzz_presented_tokens_never_panic_or_pass(secret in ".{0,80}") {
             let token = issue("ops", Role::Admin, &[], None).unwrap();
             let set = TokenSet::parse(&token.line).unwrap();
             proptest::prop_assume!(secret != token.secret);
@@ -429,7 +429,7 @@ mod tests {
         }
 
         #[test]
-        fn arbitrary_token_files_never_panic(text in "(.{0,100}\n){0,5}") {
+        fn fuzz_token_files_never_panic(text in "(.{0,100}\n){0,5}") {
             let _ = TokenSet::parse(&text);
         }
     }
