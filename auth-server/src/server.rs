@@ -21,13 +21,12 @@ use std::sync::Arc;
 
 use orgauth_proto::auth::v1::auth_service_server::AuthServiceServer;
 use orgauth_runtime::access::Authenticator;
-use orgauth_runtime::transport::TlsError;
+use orgauth_runtime::transport::{GrpcServer, TlsError};
 use orgauth_security::{TokenFileError, TokenSet};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
@@ -70,7 +69,7 @@ pub struct AuthServer {
     /// Checks every AuthService call's bearer token.
     authenticator: Authenticator,
     /// tonic's server with TLS and the transport limits applied.
-    server: Server,
+    server: GrpcServer,
 }
 
 impl AuthServer {
@@ -83,7 +82,7 @@ impl AuthServer {
             file = %config.serve.tokens_file.display(),
             "loaded tokens"
         );
-        let server = config.serve.server()?;
+        let server = config.serve.server(ERROR_DOMAIN)?;
         let store = store::open(&config.database).await?;
         let app = App::open(Arc::clone(&store)).await?;
         Ok(AuthServer {

@@ -88,9 +88,27 @@ fn classify(status: &Status) -> AuthCallError {
     );
     AuthCallError {
         code: code_name(status.code()).to_owned(),
-        message: status.message().to_owned(),
+        message: with_causes(status),
         transient,
     }
+}
+
+/// The status message and the errors underneath it. A refused TLS
+/// handshake reaches us as a bare "operation was canceled"; the cause
+/// (a bad certificate, say) is what an operator reading the job's
+/// `last_error` needs.
+fn with_causes(status: &Status) -> String {
+    let mut message = status.message().to_owned();
+    let mut cause = std::error::Error::source(status);
+    while let Some(err) = cause {
+        let text = err.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = err.source();
+    }
+    message
 }
 
 #[async_trait]

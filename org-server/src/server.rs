@@ -248,7 +248,7 @@ impl OrgServer {
             .max_encoding_message_size(max_message);
         let serve = config
             .serve
-            .server()?
+            .server(ERROR_DOMAIN)?
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -84,3 +84,91 @@ mod tests {
         assert_eq!(status.message(), "org.id: not a valid org id");
     }
 }
+
+/// A layer that gives the statuses tonic produces by itself, before or
+/// after a handler runs (an undecodable or oversized request, an unknown
+/// method), the same `ErrorInfo` every other error carries. A request over
+/// the message size limit, which tonic answers with OUT_OF_RANGE, becomes
+/// RESOURCE_EXHAUSTED with reason `MESSAGE_TOO_LARGE`, as the gRPC spec
+/// asks of servers; neither server's own code uses OUT_OF_RANGE.
+///
+/// Only trailers-only responses (the status in the headers) pass through
+/// here; load shedding and the call-time limit are applied by tonic outside
+/// any user layer and keep tonic's bare statuses.
+#[derive(Debug, Clone, Copy)]
+pub struct DetailsLayer {
+    domain: &'static str,
+}
+
+impl DetailsLayer {
+    pub fn new(domain: &'static str) -> DetailsLayer {
+        DetailsLayer { domain }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for DetailsLayer {
+    type Service = Details<S>;
+
+    fn layer(&self, inner: S) -> Details<S> {
+        Details {
+            inner,
+            domain: self.domain,
+        }
+    }
+}
+
+/// The service [`DetailsLayer`] wraps around the routes.
+#[derive(Debug, Clone)]
+pub struct Details<S> {
+    inner: S,
+    domain: &'static str,
+}
+
+type BoxFuture<T, E> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send + 'static>>;
+
+impl<S, Req, ResBody> tower_service::Service<Req> for Details<S>
+where
+    S: tower_service::Service<Req, Response = tonic::codegen::http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let domain = self.domain;
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut response = response.await?;
+            add_details(response.headers_mut(), domain);
+            Ok(response)
+        })
+    }
+}
+
+fn add_details(headers: &mut tonic::codegen::http::HeaderMap, domain: &str) {
+    if headers.contains_key("grpc-status-details-bin") {
+        return;
+    }
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    let (code, reason) = match status.code() {
+        Code::Ok => return,
+        Code::OutOfRange => (Code::ResourceExhausted, "MESSAGE_TOO_LARGE"),
+        Code::Unimplemented => (Code::Unimplemented, "METHOD_NOT_FOUND"),
+        Code::Internal => (Code::Internal, "INTERNAL"),
+        other => (other, "TRANSPORT_ERROR"),
+    };
+    let detailed = Problem::new(domain, reason).status(code, status.message());
+    // If the new headers cannot be written the original status stands.
+    let _ = detailed.add_header(headers);
+}

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, Server, ServerTlsConfig};
+use tower_layer::{Identity as NoLayer, Stack};
+
+use crate::status::DetailsLayer;
 
 /// Flags that secure and bound a server. Flattened into each server's
 /// `Config`; [`crate::parse_config`] gives each an environment variable
@@ -36,8 +39,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
-    /// Largest message accepted or sent, in bytes; tonic refuses a larger
-    /// one with OUT_OF_RANGE.
+    /// Largest message accepted or sent, in bytes; a larger request is
+    /// refused with RESOURCE_EXHAUSTED (reason MESSAGE_TOO_LARGE).
     #[arg(long, default_value_t = 4 << 20)]
     pub max_message_bytes: usize,
 
@@ -67,6 +70,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub keepalive_timeout: Duration,
 }
+
+/// The tonic `Server` [`ServeArgs::server`] builds.
+pub type GrpcServer = Server<Stack<DetailsLayer, NoLayer>>;
 
 /// A TLS file that cannot be used; the process refuses to start.
 #[derive(Debug, thiserror::Error)]
@@ -108,10 +114,11 @@ impl ServeArgs {
         Ok(Some(tls))
     }
 
-    /// A `Server` with these limits and TLS. Message size limits are per
-    /// service: apply [`ServeArgs::max_message_bytes`] where services are
-    /// built.
-    pub fn server(&self) -> Result<Server, TlsError> {
+    /// A `Server` with these limits and TLS, whose own statuses carry
+    /// ErrorInfo in `domain` ([`DetailsLayer`]). Message size limits are
+    /// per service: apply [`ServeArgs::max_message_bytes`] where services
+    /// are built.
+    pub fn server(&self, domain: &'static str) -> Result<GrpcServer, TlsError> {
         let server = Server::builder()
             .max_concurrent_streams(self.max_streams_per_connection)
             .concurrency_limit_per_connection(self.max_inflight_per_connection)
@@ -119,10 +126,11 @@ impl ServeArgs {
             .timeout(self.max_call_time)
             .http2_keepalive_interval(Some(self.keepalive_interval))
             .http2_keepalive_timeout(Some(self.keepalive_timeout));
-        Ok(match self.tls()? {
+        let server = match self.tls()? {
             Some(tls) => server.tls_config(tls)?,
             None => server,
-        })
+        };
+        Ok(server.layer(DetailsLayer::new(domain)))
     }
 }
 
