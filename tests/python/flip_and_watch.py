@@ -25,7 +25,11 @@ CANCELLED), 3 on an RPC error or timeout. Progress notes go to stderr.
 
 Usage::
 
-    python flip_and_watch.py --endpoint 127.0.0.1:50051 --org acme
+    ORGAUTH_TOKEN=oat_… python flip_and_watch.py --endpoint 127.0.0.1:50051 --org acme
+
+Every call carries ``authorization: Bearer <token>`` (``--token`` or the
+``ORGAUTH_TOKEN`` environment variable); a token of role admin, or of role
+org covering the org, may flip it.
 
 Needs ``grpcio`` and ``grpcio-tools`` (see requirements.txt).
 """
@@ -36,6 +40,7 @@ import argparse
 import importlib
 import importlib.resources
 import json
+import os
 import sys
 import tempfile
 import time
@@ -102,7 +107,12 @@ def generate(proto_root: Path, out_dir: Path) -> Generated:
     )
 
 
-def disable_custom_sso(gen: Generated, channel: grpc.Channel, org_id: str, timeout: float) -> str:
+def credentials(token: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata that authenticates us."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+def disable_custom_sso(gen: Generated, channel: grpc.Channel, org_id: str, token: str, timeout: float) -> str:
     """Turns allow_custom_sso off for ``org_id`` and returns the job's id.
 
     Only the masked field changes; the request_id makes a retry of this very
@@ -114,11 +124,11 @@ def disable_custom_sso(gen: Generated, channel: grpc.Channel, org_id: str, timeo
         update_mask=field_mask_pb2.FieldMask(paths=["allow_custom_sso"]),
         request_id=str(uuid.uuid4()),
     )
-    response = orgs.UpdateOrg(request, timeout=timeout)
+    response = orgs.UpdateOrg(request, timeout=timeout, metadata=credentials(token))
     return response.job_id
 
 
-def watch(gen: Generated, channel: grpc.Channel, job_id: str, deadline: float):
+def watch(gen: Generated, channel: grpc.Channel, job_id: str, token: str, deadline: float):
     """Yields each new state of the job until the stream ends after its
     terminal state.
 
@@ -132,7 +142,12 @@ def watch(gen: Generated, channel: grpc.Channel, job_id: str, deadline: float):
     while True:
         request = gen.job_pb2.WatchJobRequest(job_id=job_id, since_version=last_version)
         try:
-            for message in jobs.WatchJob(request, timeout=max(deadline - time.monotonic(), 0.001)):
+            stream = jobs.WatchJob(
+                request,
+                timeout=max(deadline - time.monotonic(), 0.001),
+                metadata=credentials(token),
+            )
+            for message in stream:
                 job = message.job
                 if job.version <= last_version:
                     continue  # already seen before a reconnect
@@ -165,6 +180,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--endpoint", required=True, help="org-server address, HOST:PORT (plaintext)")
     parser.add_argument("--org", required=True, help="id of the org whose custom SSO is turned off")
     parser.add_argument(
+        "--token",
+        default=os.environ.get("ORGAUTH_TOKEN"),
+        help="bearer token (default: $ORGAUTH_TOKEN)",
+    )
+    parser.add_argument(
         "--proto-root",
         type=Path,
         default=DEFAULT_PROTO_ROOT,
@@ -181,19 +201,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.token:
+        print("pass --token or set ORGAUTH_TOKEN: every call needs a bearer token", file=sys.stderr)
+        return EXIT_RPC_ERROR
     deadline = time.monotonic() + args.timeout
     with tempfile.TemporaryDirectory(prefix="orgauth-py-") as out_dir:
         gen = generate(args.proto_root, Path(out_dir))
         with grpc.insecure_channel(args.endpoint) as channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=min(args.timeout, 20.0))
-                job_id = disable_custom_sso(gen, channel, args.org, timeout=20.0)
+                job_id = disable_custom_sso(gen, channel, args.org, args.token, timeout=20.0)
                 if not job_id:
                     print("UpdateOrg returned no job: custom SSO was already off", file=sys.stderr)
                     return EXIT_NOT_SUCCEEDED
                 print(f"job {job_id} enqueued; watching", file=sys.stderr)
                 last = None
-                for job in watch(gen, channel, job_id, deadline):
+                for job in watch(gen, channel, job_id, args.token, deadline):
                     print(state_line(gen, job), flush=True)
                     last = job
             except grpc.FutureTimeoutError:

@@ -6,6 +6,10 @@
 //! executable (`cargo test --workspace` builds them), or from
 //! `ORGAUTH_BIN_DIR`. Each server's log goes to a file in the stack's
 //! directory; set `TEST_LOG=1` to have it echoed when the server is dropped.
+//!
+//! Both servers of a stack read one tokens file the harness writes
+//! ([`Tokens`]); the stack's clients call as the admin (org-server) and
+//! service (auth-server) identities unless a test asks for another.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -19,7 +23,68 @@ use orgauth_proto::auth::v1::auth_service_client::AuthServiceClient;
 use orgauth_proto::org::v1 as pb;
 use orgauth_proto::org::v1::job_service_client::JobServiceClient;
 use orgauth_proto::org::v1::org_service_client::OrgServiceClient;
+use orgauth_runtime::access::BearerToken;
+use orgauth_security::Role;
+use orgauth_security::token::issue;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+/// A channel whose calls carry a bearer token.
+pub type Authed = InterceptedService<Channel, BearerToken>;
+
+/// The tokens every stack's servers accept, by holder. The org-role tokens
+/// cover the orgs the role tests use.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// `ops`, role admin.
+    pub admin: String,
+    /// `org-server`, role service: what org-server presents to Auth.
+    pub service: String,
+    /// `acme-bot`, role org, orgs `acme` and `acme-eu`.
+    pub acme: String,
+    /// `globex-bot`, role org, org `globex`.
+    pub globex: String,
+    /// `retired`, role admin, expired an hour ago.
+    pub expired: String,
+}
+
+impl Tokens {
+    /// Issues the tokens and writes the tokens file at `path`.
+    pub fn write(path: &Path) -> Tokens {
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        let issued = [
+            issue("ops", Role::Admin, &[], None),
+            issue("org-server", Role::Service, &[], None),
+            issue(
+                "acme-bot",
+                Role::Org,
+                &["acme".into(), "acme-eu".into()],
+                None,
+            ),
+            issue("globex-bot", Role::Org, &["globex".into()], None),
+            issue("retired", Role::Admin, &[], Some(an_hour_ago)),
+        ]
+        .map(|token| token.expect("issue a token"));
+        let file: String = issued.iter().map(|t| format!("{}\n", t.line)).collect();
+        std::fs::write(path, file).expect("write the tokens file");
+        let [admin, service, acme, globex, expired] = issued.map(|t| t.secret);
+        Tokens {
+            admin,
+            service,
+            acme,
+            globex,
+            expired,
+        }
+    }
+}
+
+/// `channel` with `secret` as its bearer token.
+pub fn authed(channel: Channel, secret: &str) -> Authed {
+    InterceptedService::new(
+        channel,
+        BearerToken::new(secret).expect("token fits in metadata"),
+    )
+}
 
 /// Where the workspace's binaries are.
 pub fn bin_dir() -> PathBuf {
@@ -226,6 +291,7 @@ pub struct Stack {
     pub org: Server,
     pub auth: Server,
     pub dir: tempfile::TempDir,
+    pub tokens: Tokens,
 }
 
 impl Stack {
@@ -235,6 +301,8 @@ impl Stack {
 
     pub async fn start_with(options: StackOptions) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
+        let tokens_file = dir.path().join("tokens");
+        let tokens = Tokens::write(&tokens_file);
         let auth = Server::spawn(
             "auth-server",
             vec![
@@ -242,6 +310,8 @@ impl Stack {
                 "127.0.0.1:0".into(),
                 "--database".into(),
                 format!("sqlite://{}", dir.path().join("auth.db").display()),
+                "--tokens-file".into(),
+                tokens_file.display().to_string(),
             ],
             vec![],
             dir.path().join("auth.log"),
@@ -263,27 +333,50 @@ impl Stack {
             options.batch_size.to_string(),
             "--parallelism".into(),
             options.parallelism.to_string(),
+            "--tokens-file".into(),
+            tokens_file.display().to_string(),
+            // Tests flip orgs far faster than the production default
+            // allows; the rate-limit tests turn it back on.
+            "--org-updates-per-minute".into(),
+            "0".into(),
         ];
         args.extend(options.org_args.iter().cloned());
-        let org = Server::spawn(
-            "org-server",
-            args,
-            options.org_env.clone(),
-            dir.path().join("org.log"),
-        );
-        Stack { org, auth, dir }
+        let mut env = vec![("ORG_SERVER_AUTH_TOKEN".to_owned(), tokens.service.clone())];
+        env.extend(options.org_env.iter().cloned());
+        let org = Server::spawn("org-server", args, env, dir.path().join("org.log"));
+        Stack {
+            org,
+            auth,
+            dir,
+            tokens,
+        }
     }
 
-    pub async fn orgs(&self) -> OrgServiceClient<Channel> {
-        OrgServiceClient::new(self.org.channel().await)
+    /// OrgService as the admin.
+    pub async fn orgs(&self) -> OrgServiceClient<Authed> {
+        self.orgs_as(&self.tokens.admin).await
     }
 
-    pub async fn jobs(&self) -> JobServiceClient<Channel> {
-        JobServiceClient::new(self.org.channel().await)
+    /// JobService as the admin.
+    pub async fn jobs(&self) -> JobServiceClient<Authed> {
+        self.jobs_as(&self.tokens.admin).await
     }
 
-    pub async fn authz(&self) -> AuthServiceClient<Channel> {
-        AuthServiceClient::new(self.auth.channel().await)
+    /// AuthService as the service identity (which may call every RPC).
+    pub async fn authz(&self) -> AuthServiceClient<Authed> {
+        self.authz_as(&self.tokens.service).await
+    }
+
+    pub async fn orgs_as(&self, secret: &str) -> OrgServiceClient<Authed> {
+        OrgServiceClient::new(authed(self.org.channel().await, secret))
+    }
+
+    pub async fn jobs_as(&self, secret: &str) -> JobServiceClient<Authed> {
+        JobServiceClient::new(authed(self.org.channel().await, secret))
+    }
+
+    pub async fn authz_as(&self, secret: &str) -> AuthServiceClient<Authed> {
+        AuthServiceClient::new(authed(self.auth.channel().await, secret))
     }
 
     /// Creates an org that allows custom SSO, waits for Auth to mirror the
@@ -389,7 +482,7 @@ pub fn set_allow_request(org_id: &str, allow: bool) -> pb::UpdateOrgRequest {
 }
 
 /// Every state WatchJob sends until the stream ends (bounded: 5 minutes).
-pub async fn watch_to_end(jobs: &mut JobServiceClient<Channel>, job_id: &str) -> Vec<pb::Job> {
+pub async fn watch_to_end(jobs: &mut JobServiceClient<Authed>, job_id: &str) -> Vec<pb::Job> {
     let mut stream = jobs
         .watch_job(pb::WatchJobRequest {
             job_id: job_id.into(),
@@ -507,7 +600,7 @@ where
 }
 
 /// GetJob.
-pub async fn get_job(jobs: &mut JobServiceClient<Channel>, job_id: &str) -> pb::Job {
+pub async fn get_job(jobs: &mut JobServiceClient<Authed>, job_id: &str) -> pb::Job {
     jobs.get_job(pb::GetJobRequest {
         job_id: job_id.into(),
     })
@@ -519,7 +612,7 @@ pub async fn get_job(jobs: &mut JobServiceClient<Channel>, job_id: &str) -> pb::
 }
 
 /// Every job of an org, oldest (first created) first.
-pub async fn list_org_jobs(jobs: &mut JobServiceClient<Channel>, org_id: &str) -> Vec<pb::Job> {
+pub async fn list_org_jobs(jobs: &mut JobServiceClient<Authed>, org_id: &str) -> Vec<pb::Job> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     for _ in 0..1000 {
@@ -569,7 +662,11 @@ impl Stack {
     /// A client-library client of org-server whose watches keep trying to
     /// resume for up to `retry_budget` without progress.
     pub async fn client(&self, retry_budget: Duration) -> orgauth_client::OrgClient {
-        orgauth_client::OrgClient::connect(&self.org.endpoint())
+        let options = orgauth_client::ConnectOptions {
+            token: Some(self.tokens.admin.clone()),
+            ..Default::default()
+        };
+        orgauth_client::OrgClient::connect_with(&self.org.endpoint(), &options)
             .await
             .expect("connect client")
             .with_watch_options(orgauth_client::WatchOptions {
@@ -657,5 +754,126 @@ impl Recorder {
             );
         }
         states
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for the security tests (security.rs, limits.rs, tls.rs).
+// ---------------------------------------------------------------------------
+
+/// The google.rpc.ErrorInfo reason of a status ("" when it carries none).
+pub fn error_reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The google.rpc.ErrorInfo domain of a status ("" when it carries none).
+pub fn error_domain(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.domain.clone())
+        .unwrap_or_default()
+}
+
+/// The fields the status's google.rpc.BadRequest names, in order.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|bad| {
+            bad.field_violations
+                .iter()
+                .map(|v| v.field.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The google.rpc.RetryInfo delay of a status, if it carries one.
+pub fn retry_delay(status: &tonic::Status) -> Option<Duration> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+}
+
+impl Stack {
+    /// Another org-server on this stack's database, tokens file and Auth,
+    /// with only `args` besides those (so every other flag has its
+    /// production default): for tests of flags the harness already sets.
+    pub fn spawn_org_server(&self, log_name: &str, args: &[&str]) -> Server {
+        let mut all: Vec<String> = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--database".into(),
+            format!("sqlite://{}", self.dir.path().join("org.db").display()),
+            "--auth-endpoint".into(),
+            self.auth.endpoint(),
+            "--tokens-file".into(),
+            self.dir.path().join("tokens").display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        Server::spawn(
+            "org-server",
+            all,
+            vec![(
+                "ORG_SERVER_AUTH_TOKEN".to_owned(),
+                self.tokens.service.clone(),
+            )],
+            self.dir.path().join(log_name),
+        )
+    }
+}
+
+/// The canonical name of a gRPC code (`PERMISSION_DENIED`).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A call's outcome in one line: `OK`, `CODE REASON`, or
+/// `INVALID_ARGUMENT INVALID_FIELD field`, for tables of expected results.
+pub fn outcome<T>(result: &Result<T, tonic::Status>) -> String {
+    match result {
+        Ok(_) => "OK".to_owned(),
+        Err(status) => {
+            let mut line = code_name(status.code()).to_owned();
+            let reason = error_reason(status);
+            if !reason.is_empty() {
+                line.push(' ');
+                line.push_str(&reason);
+            }
+            for field in violated_fields(status) {
+                line.push(' ');
+                line.push_str(&field);
+            }
+            line
+        }
     }
 }

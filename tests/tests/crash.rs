@@ -159,12 +159,13 @@ struct FlipperReport {
 /// Flips `orgs` on and off at random through UpdateOrg until `stop`.
 async fn flipper(
     endpoint: String,
+    token: String,
     orgs: Vec<String>,
     mut rng: XorShift,
     stop: Arc<AtomicBool>,
 ) -> FlipperReport {
     let channel = orgauth_e2e::connect(&endpoint).await;
-    let mut client = OrgServiceClient::new(channel);
+    let mut client = OrgServiceClient::new(orgauth_e2e::authed(channel, &token));
     let mut report = FlipperReport::default();
     for _ in 0..20_000 {
         if stop.load(Ordering::Relaxed) {
@@ -223,6 +224,7 @@ async fn random_kill9s_across_a_stream_of_jobs_lose_no_acknowledged_change() {
             let orgs = org_ids.iter().skip(f).step_by(FLIPPERS).cloned().collect();
             tokio::spawn(flipper(
                 stack.org.endpoint(),
+                stack.tokens.admin.clone(),
                 orgs,
                 XorShift::new(rng.next_u64()),
                 Arc::clone(&stop),

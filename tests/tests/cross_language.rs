@@ -139,6 +139,8 @@ fn declared_services() -> Vec<(String, Vec<(String, String)>)> {
 /// grpcurl against one stack, recording which methods it called.
 struct Grpcurl {
     bin: PathBuf,
+    /// The bearer token to send to each server.
+    tokens: Vec<(SocketAddr, String)>,
     called: Mutex<BTreeSet<String>>,
 }
 
@@ -151,11 +153,28 @@ struct CallError {
 }
 
 impl Grpcurl {
-    fn new(bin: PathBuf) -> Grpcurl {
+    /// Calls org-server as the admin and auth-server as the service
+    /// identity (the only one allowed to call SetOrgSsoPolicy and
+    /// BatchUnlinkSso).
+    fn new(bin: PathBuf, stack: &Stack) -> Grpcurl {
         Grpcurl {
             bin,
+            tokens: vec![
+                (stack.org.addr, stack.tokens.admin.clone()),
+                (stack.auth.addr, stack.tokens.service.clone()),
+            ],
             called: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    fn authorization(&self, addr: SocketAddr) -> String {
+        let token = self
+            .tokens
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, token)| token.as_str())
+            .unwrap_or_default();
+        format!("authorization: Bearer {token}")
     }
 
     /// `grpcurl -plaintext ARGS…`; panics unless it succeeds; returns stdout.
@@ -183,6 +202,8 @@ impl Grpcurl {
         self.called.lock().expect("lock").insert(method.to_owned());
         let args = vec![
             "-plaintext".to_owned(),
+            "-H".to_owned(),
+            self.authorization(addr),
             "-d".to_owned(),
             body.to_string(),
             addr.to_string(),
@@ -264,8 +285,8 @@ async fn grpcurl_lists_and_describes_every_service_through_reflection() {
     let Some(grpcurl) = tool("grpcurl") else {
         return;
     };
-    let grpcurl = Grpcurl::new(grpcurl);
     let stack = Stack::start().await;
+    let grpcurl = Grpcurl::new(grpcurl, &stack);
 
     for (service, rpcs) in declared_services() {
         let addr = if service.starts_with("orgauth.auth.") {
@@ -373,8 +394,8 @@ async fn grpcurl_calls_every_rpc() {
     let Some(grpcurl) = tool("grpcurl") else {
         return;
     };
-    let g = Grpcurl::new(grpcurl);
     let stack = Stack::start().await;
+    let g = Grpcurl::new(grpcurl, &stack);
     let (org, auth) = (stack.org.addr, stack.auth.addr);
 
     for addr in [org, auth] {
@@ -802,6 +823,8 @@ async fn python_client_generated_from_the_protos_flips_and_watches() {
         stack.org.addr.to_string(),
         "--org".to_owned(),
         "py".to_owned(),
+        "--token".to_owned(),
+        stack.tokens.admin.clone(),
         "--timeout".to_owned(),
         (PYTHON_TIMEOUT.as_secs() - 10).to_string(),
     ];

@@ -152,11 +152,18 @@ async fn update_org_does_the_same_work_for_10_and_10k_members_and_never_calls_au
             format!("http://127.0.0.1:{closed_port}"),
             "--workers".into(),
             "0".into(),
+            "--tokens-file".into(),
+            stack.dir.path().join("tokens").display().to_string(),
+            "--org-updates-per-minute".into(),
+            "0".into(),
         ],
         vec![("RUST_LOG".into(), "info,sqlx::query=debug".into())],
         stack.dir.path().join("api-only.log"),
     );
-    let mut orgs = pb::org_service_client::OrgServiceClient::new(api_only.channel().await);
+    let mut orgs = pb::org_service_client::OrgServiceClient::new(orgauth_e2e::authed(
+        api_only.channel().await,
+        &stack.tokens.admin,
+    ));
 
     // Warm up first, so that neither measured call pays for opening a
     // pooled connection (whose PRAGMAs sqlx logs too).
@@ -189,16 +196,19 @@ async fn update_org_does_the_same_work_for_10_and_10k_members_and_never_calls_au
         "same number of SQL statements for 10 and 10,000 members"
     );
 
-    let job = pb::job_service_client::JobServiceClient::new(api_only.channel().await)
-        .list_jobs(pb::ListJobsRequest {
-            org_id: "large".into(),
-            state: pb::JobState::Queued as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
+    let job = pb::job_service_client::JobServiceClient::new(orgauth_e2e::authed(
+        api_only.channel().await,
+        &stack.tokens.admin,
+    ))
+    .list_jobs(pb::ListJobsRequest {
+        org_id: "large".into(),
+        state: pb::JobState::Queued as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .jobs;
     assert_eq!(job.len(), 1, "the job waits, durable, for a worker");
 }
 

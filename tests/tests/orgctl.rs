@@ -35,6 +35,7 @@ async fn orgctl_job_watch_survives_an_org_server_restart() {
     let job_id = stack.set_allow("acme", false).await;
 
     let mut orgctl = Command::new(bin("orgctl"))
+        .env("ORGCTL_TOKEN", &stack.tokens.admin)
         .args([
             "--endpoint",
             &stack.org.endpoint(),

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use orgauth_client::UpdateOrg;
 use orgauth_e2e::{Recorder, Stack, StackOptions, assert_monotonic, get_job, wait_until};
 use orgauth_proto::org::v1 as pb;
-use orgauth_proto::org::v1::job_service_client::JobServiceClient;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -65,7 +64,7 @@ async fn sigterm_ends_watches_with_unavailable_exits_0_and_the_job_resumes_on_re
     // Raw watchers, each on its own connection, each past its first message.
     let mut raw = Vec::new();
     for _ in 0..WATCHERS {
-        let mut jobs = JobServiceClient::new(stack.org.channel().await);
+        let mut jobs = stack.jobs().await;
         let mut stream = jobs
             .watch_job(pb::WatchJobRequest {
                 job_id: job_id.clone(),
