@@ -605,31 +605,10 @@ mod tests {
         drop(running.dir);
     }
 
-    /// Makes a test CA, a server certificate for `localhost`/127.0.0.1, a
-    /// client certificate it signs, and a client certificate signed by an
-    /// unrelated CA, with the `openssl` CLI. `None` if openssl is missing.
+    /// Makes the test CA and certificates with `scripts/make-test-certs.sh`
+    /// (ca, server for localhost/127.0.0.1, client, and rogue-client from
+    /// another CA). `None` if the `openssl` command is missing.
     fn make_certs(dir: &Path) -> Option<()> {
-        let script = r#"
-set -e
-ca() { # NAME: a self-signed CA
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$1.key" -out "$1.pem" -days 2 -subj "/CN=$1" \
-    -addext basicConstraints=critical,CA:TRUE \
-    -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-}
-leaf() { # NAME CA USAGE SAN: a certificate signed by CA
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null
-  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\nsubjectAltName=%s\n' "$3" "$4" > "$1.ext"
-  openssl x509 -req -in "$1.csr" -CA "$2.pem" -CAkey "$2.key" -CAcreateserial \
-    -out "$1.pem" -days 2 -extfile "$1.ext" 2>/dev/null
-}
-ca ca
-ca rogue-ca
-leaf server ca serverAuth DNS:localhost,IP:127.0.0.1
-leaf client ca clientAuth DNS:org-server
-leaf rogue-client rogue-ca clientAuth DNS:org-server
-"#;
         let available = std::process::Command::new("openssl")
             .arg("version")
             .output()
@@ -638,9 +617,11 @@ leaf rogue-client rogue-ca clientAuth DNS:org-server
             eprintln!("openssl not found: skipping the TLS test");
             return None;
         }
-        let status = std::process::Command::new("sh")
-            .args(["-c", script])
-            .current_dir(dir)
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-test-certs.sh");
+        let status = std::process::Command::new("bash")
+            .arg(script)
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
             .status()
             .unwrap();
         assert!(status.success(), "making test certificates failed");
