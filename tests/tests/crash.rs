@@ -116,10 +116,14 @@ async fn kill9_in_the_middle_of_a_50k_unlink_then_restart_completes_the_job() {
         (MEMBERS, MEMBERS)
     );
     assert_eq!(last.failed_members, 0);
-    // Batches in flight at the kill were done in Auth but not checkpointed;
-    // replayed, they count as NOT_LINKED rather than UNLINKED.
+    // Batches done in Auth but not checkpointed at the kill are replayed
+    // and count as NOT_LINKED rather than UNLINKED. The runner keeps
+    // batches going while a checkpoint is written, so that is up to
+    // PARALLELISM batches in flight, as many waiting for the next write
+    // and twice as many in the write under way (see runner.rs).
     assert!(
-        last.unlinked_members <= MEMBERS && last.unlinked_members >= MEMBERS - BATCH * PARALLELISM,
+        last.unlinked_members <= MEMBERS
+            && last.unlinked_members >= MEMBERS - 5 * BATCH * PARALLELISM,
         "unlinked {}",
         last.unlinked_members
     );

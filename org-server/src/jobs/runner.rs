@@ -121,9 +121,17 @@ impl Runner {
         // so the cursor never skips it; it is replayed (harmlessly) later.
         let mut cut_short = false;
         loop {
-            // Keep `parallelism` calls in flight, reading ids lazily so at
-            // most that many batches are held in memory.
-            while in_flight.len() < parallelism && !exhausted && !cut_short && !stop.is_stopping() {
+            // Keep `parallelism` calls in flight, reading ids lazily, but
+            // send no more while `parallelism` batches' worth of results
+            // wait for a slow checkpoint: that bounds both the memory held
+            // and the work a crash makes us replay (at most about five
+            // times `parallelism` batches: in flight, waiting, being saved).
+            while in_flight.len() < parallelism
+                && finished.len() < parallelism * batch_size
+                && !exhausted
+                && !cut_short
+                && !stop.is_stopping()
+            {
                 let ids = self
                     .store
                     .member_ids_after(org_id, after.as_deref(), batch_size)
