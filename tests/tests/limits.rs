@@ -1,7 +1,8 @@
 //! The limits that protect the servers (issue 5), over real processes:
 //! message size, the UpdateOrg rate limit per org, per-connection load
-//! shedding, and 10,000 concurrent idle WatchJob streams against the caps
-//! per caller and per server. Each refusal is checked for its exact code
+//! shedding, 10,000 concurrent idle WatchJob streams against the caps
+//! per caller and per server, the caller's deadline, and keepalive
+//! dropping a frozen watcher. Each refusal is checked for its exact code
 //! and reason, and for having changed nothing.
 //!
 //! Every case is printed (`-- --nocapture`) for issue 5's closing note.
@@ -615,4 +616,138 @@ async fn ten_thousand_idle_watches_hit_the_caps_and_the_server_keeps_serving() {
         "bounded in time: {:?}",
         started.elapsed()
     );
+}
+
+// ---------------------------------------------------------------------------
+// Deadlines and keepalive
+// ---------------------------------------------------------------------------
+
+/// A client's deadline (the grpc-timeout header) bounds the call on the
+/// server: an already-spent deadline is answered at once, not served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_deadline_is_honoured_by_the_server() {
+    let stack = Stack::start_with(StackOptions {
+        workers: 0,
+        ..Default::default()
+    })
+    .await;
+    let mut orgs = stack.orgs().await;
+    orgs.create_org(new_org("acme", false)).await.unwrap();
+
+    let mut spent = tonic::Request::new(pb::GetOrgRequest {
+        org_id: "acme".into(),
+    });
+    spent.set_timeout(Duration::from_nanos(1));
+    let status = orgs
+        .get_org(spent)
+        .await
+        .expect_err("no time left to serve");
+    eprintln!(
+        "GetOrg with a 1 ns deadline: {:?} {:?}",
+        status.code(),
+        status.message()
+    );
+    // tonic's server reports its timeout as CANCELLED ("Timeout expired").
+    assert!(
+        matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{status:?}"
+    );
+
+    let mut ample = tonic::Request::new(pb::GetOrgRequest {
+        org_id: "acme".into(),
+    });
+    ample.set_timeout(Duration::from_secs(10));
+    orgs.get_org(ample)
+        .await
+        .expect("a call within its deadline");
+}
+
+/// A watcher that stops answering (its process frozen, as on a dead host)
+/// is noticed by HTTP/2 keepalive: its connection is closed and its
+/// WatchJob slot released, without anyone sending anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_notices_a_frozen_watcher_and_frees_its_slot() {
+    let stack = Stack::start_with(StackOptions {
+        // The job stays queued, so its watches stay open and idle.
+        workers: 0,
+        org_args: vec![
+            "--keepalive-interval".into(),
+            "300ms".into(),
+            "--keepalive-timeout".into(),
+            "300ms".into(),
+            "--max-watches-per-caller".into(),
+            "1".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let mut orgs = stack.orgs().await;
+    let job_id = orgs
+        .create_org(new_org("acme", true))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+
+    let mut watcher = std::process::Command::new(orgauth_e2e::bin("orgctl"))
+        .env("ORGCTL_TOKEN", &stack.tokens.admin)
+        .args(["--endpoint", &stack.org.endpoint(), "job", "watch", &job_id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn orgctl job watch");
+    let pid = watcher.id().to_string();
+
+    // One more watch by the same token is over the cap of one once
+    // orgctl's watch is open.
+    let mut jobs = stack.jobs().await;
+    let try_watch = |jobs: &mut JobServiceClient<orgauth_e2e::Authed>| {
+        let mut jobs = jobs.clone();
+        let job_id = job_id.clone();
+        async move {
+            jobs.watch_job(pb::WatchJobRequest {
+                job_id,
+                since_version: 0,
+            })
+            .await
+            .map(|response| response.into_inner())
+        }
+    };
+    orgauth_e2e::wait_until(
+        "orgctl's watch holds the slot",
+        Duration::from_secs(20),
+        || {
+            let attempt = try_watch(&mut jobs);
+            async move {
+                match attempt.await {
+                    Err(status) if error_reason(&status) == "WATCH_LIMIT_PER_CALLER" => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+
+    let frozen_at = Instant::now();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    assert!(stopped.success());
+    let stream = orgauth_e2e::wait_until(
+        "the frozen watcher's slot is released",
+        Duration::from_secs(20),
+        || {
+            let attempt = try_watch(&mut jobs);
+            async move { attempt.await.ok() }
+        },
+    )
+    .await;
+    eprintln!(
+        "frozen watcher dropped by keepalive after {:?}",
+        frozen_at.elapsed()
+    );
+    drop(stream);
+    let _ = watcher.kill();
+    let _ = watcher.wait();
 }
