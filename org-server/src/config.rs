@@ -55,7 +55,7 @@ pub struct Config {
         hide_env_values = true,
         conflicts_with = "auth_token_file"
     )]
-    pub auth_token: Option<String>,
+    pub auth_token: Option<Secret>,
 
     /// PEM CA certificates that sign Auth's certificate; implies TLS to
     /// Auth (use an https:// --auth-endpoint).
@@ -168,6 +168,25 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
+/// A secret given on the command line or in the environment: its `Debug`
+/// never shows it, so logging a `Config` cannot leak it.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +228,12 @@ mod tests {
             assert!(parse(args).is_err(), "{args:?}");
         }
         assert!(parse(&["--tokens-file", "t", "--tls-cert", "c", "--tls-key", "k"]).is_ok());
+    }
+
+    #[test]
+    fn the_auth_token_never_shows_in_debug_output() {
+        let config = parse(&["--tokens-file", "t", "--auth-token", "oat_supersecret"]).unwrap();
+        assert!(!format!("{config:?}").contains("supersecret"));
+        assert_eq!(config.auth_token.unwrap().0, "oat_supersecret");
     }
 }

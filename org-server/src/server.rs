@@ -73,7 +73,7 @@ fn auth_token(config: &Config) -> Result<BearerToken, ServeError> {
                 path.display()
             ))
         })?,
-        (None, Some(secret)) => secret.clone(),
+        (None, Some(secret)) => secret.0.clone(),
         (None, None) => {
             return Err(ServeError::Config(
                 "org-server needs the service-role token it presents to Auth: \
