@@ -39,7 +39,6 @@
 //! process decodes every message the server sends, and the CPU time of
 //! both processes during the window is reported.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -50,11 +49,10 @@ use orgauth_proto::org::v1::org_service_client::OrgServiceClient;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
 
 use crate::error::{Result, fail};
 use crate::report::Latencies;
-use crate::rpc;
+use crate::rpc::{self, AuthedChannel};
 
 /// How long the job may take to show progress after UpdateOrg.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -157,8 +155,8 @@ struct Receipt {
 /// Turns custom SSO off for `org_id` (org-server must run with a small
 /// batch size so that the job outlasts the measurement), attaches
 /// `plan.watchers` watchers, measures, and cancels the job.
-pub async fn run(org_addr: SocketAddr, org_pid: u32, org_id: &str, plan: Plan) -> Result<Fanout> {
-    let control = rpc::connect(org_addr).await?;
+pub async fn run(org: &rpc::Target, org_pid: u32, org_id: &str, plan: Plan) -> Result<Fanout> {
+    let control = rpc::connect(org).await?;
     let mut orgs = OrgServiceClient::new(control.clone());
     let mut jobs = JobServiceClient::new(control);
     let job_id = rpc::set_allow_custom_sso(&mut orgs, org_id, false).await?;
@@ -167,7 +165,7 @@ pub async fn run(org_addr: SocketAddr, org_pid: u32, org_id: &str, plan: Plan) -
     let connections = plan.connections.max(1);
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {
-        channels.push(rpc::connect(org_addr).await?);
+        channels.push(rpc::connect(org).await?);
     }
     tokio::time::sleep(SETTLE).await;
     let rss_before_kib = vm_rss_kib(org_pid)?;
@@ -301,7 +299,7 @@ async fn first_error<T>(watchers: Vec<JoinHandle<Result<Vec<Receipt>>>>) -> Resu
 /// watchers attach to a running job, then for `window` more: the delay of
 /// each checkpoint to this one watcher, the baseline of the fan-out.
 async fn solo_watch(
-    jobs: &mut JobServiceClient<Channel>,
+    jobs: &mut JobServiceClient<AuthedChannel>,
     job_id: &str,
     window: Duration,
 ) -> Result<Solo> {
@@ -392,7 +390,7 @@ fn updated_us(job: &pb::Job) -> i64 {
 /// One watcher: opens the stream and records every message until the
 /// terminal one. Counts itself in `attached` at its first message.
 async fn watch(
-    mut client: JobServiceClient<Channel>,
+    mut client: JobServiceClient<AuthedChannel>,
     job_id: String,
     attached: Arc<AtomicUsize>,
     opening: Arc<Semaphore>,

@@ -15,8 +15,14 @@ use crate::error::{Result, fail};
 /// from. Cargo.lock is left out: a lock change for another crate does not
 /// relink the servers, so it would flag fresh binaries as stale.
 const SOURCES: &[(&str, &[&str])] = &[
-    ("org-server", &["org-server", "runtime", "proto"]),
-    ("auth-server", &["auth-server", "runtime", "proto"]),
+    (
+        "org-server",
+        &["org-server", "runtime", "security", "proto"],
+    ),
+    (
+        "auth-server",
+        &["auth-server", "runtime", "security", "proto"],
+    ),
 ];
 
 /// How deep to walk a source folder (bounded; the crates are shallow).

@@ -12,7 +12,6 @@
 //! `synchronous=FULL` must at least do.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Instant;
 
@@ -64,8 +63,8 @@ impl Measured {
 }
 
 /// Measures UpdateOrg on each `(org id, members)` org, smallest first.
-pub async fn run(org_addr: SocketAddr, orgs: &[(String, u64)], plan: Plan) -> Result<Measured> {
-    let channel = rpc::connect(org_addr).await?;
+pub async fn run(org: &rpc::Target, orgs: &[(String, u64)], plan: Plan) -> Result<Measured> {
+    let channel = rpc::connect(org).await?;
     let mut org_client = OrgServiceClient::new(channel.clone());
     let mut health = HealthClient::new(channel);
     let mut checks = Latencies::new()?;

@@ -1,9 +1,10 @@
 //! `orgauth-bench`: the project's benchmark suite.
 //!
 //! Starts the real `auth-server` and `org-server` (release binaries next to
-//! this executable) as processes on 127.0.0.1 port 0, seeds them through
-//! the public API, and measures what the design promises, each figure next
-//! to a baseline measured in the same run:
+//! this executable) as processes on 127.0.0.1 port 0, with authentication
+//! on (tokens it issues itself, see [`servers`]), seeds them through the
+//! public API, and measures what the design promises, each figure next to a
+//! baseline measured in the same run:
 //!
 //! 1. UpdateOrg latency against org size ([`latency`]), next to Health Check.
 //! 2. UpdateOrg throughput at 1, 16 and 64 clients ([`throughput`]), next to
@@ -389,19 +390,14 @@ async fn suite(plan: &Plan, stack: &mut Stack, log: &mut Log) -> Result<Results>
     log.end_phase("seed");
 
     log.phase("5: job pickup");
-    rows.extend(pickup::run(stack.org_addr()?, PICKUP_ORG, plan.pickup).await?);
+    rows.extend(pickup::run(&stack.org()?, PICKUP_ORG, plan.pickup).await?);
     log.end_phase("5: job pickup");
 
     log.phase("4: unlink end to end and raw");
     let mut unlink_rows = Vec::new();
     for &members in &plan.unlink_sizes {
-        let e2e = unlink::end_to_end(
-            stack.org_addr()?,
-            stack.auth_addr(),
-            &size_org(members),
-            members,
-        )
-        .await?;
+        let e2e =
+            unlink::end_to_end(&stack.org()?, &stack.auth(), &size_org(members), members).await?;
         log.say(&format!("   end to end {members}: {}", e2e.breakdown()));
         let raw = unlink::raw(members, 500, 4).await?;
         log.say(&format!(
@@ -455,10 +451,9 @@ async fn suite(plan: &Plan, stack: &mut Stack, log: &mut Log) -> Result<Results>
             stack.org_pid().unwrap_or(0)
         ));
         let relink_start = Instant::now();
-        unlink::relink(stack.org_addr()?, stack.auth_addr(), &org_id, members).await?;
+        unlink::relink(&stack.org()?, &stack.auth(), &org_id, members).await?;
         let relinked = relink_start.elapsed();
-        let e2e =
-            unlink::end_to_end(stack.org_addr()?, stack.auth_addr(), &org_id, members).await?;
+        let e2e = unlink::end_to_end(&stack.org()?, &stack.auth(), &org_id, members).await?;
         let raw = unlink::raw(
             members,
             usize::try_from(batch_size)?,
@@ -495,7 +490,7 @@ async fn suite(plan: &Plan, stack: &mut Stack, log: &mut Log) -> Result<Results>
         "   org-server pid {org_pid} --batch-size {} --parallelism 1; {} watchers over {} connections",
         plan.fanout_batch, plan.fanout.watchers, plan.fanout.connections
     ));
-    let fan = fanout::run(stack.org_addr()?, org_pid, FANOUT_ORG, plan.fanout).await?;
+    let fan = fanout::run(&stack.org()?, org_pid, FANOUT_ORG, plan.fanout).await?;
     log.say(&format!(
         "   VmRSS {} -> {} -> {} KiB ({:.0} / {:.0} B per watcher); attach {:.2} s; \
          {} of {} checkpoints measured, delay p50 {:.1} ms p99 {:.1} ms max {:.1} ms; \
@@ -532,7 +527,7 @@ async fn suite(plan: &Plan, stack: &mut Stack, log: &mut Log) -> Result<Results>
         .iter()
         .map(|&members| (size_org(members), members))
         .collect();
-    let measured = latency::run(stack.org_addr()?, &sized, plan.latency).await?;
+    let measured = latency::run(&stack.org()?, &sized, plan.latency).await?;
     rows.extend(measured.rows.iter().cloned());
     let probe_dir = tempfile::Builder::new()
         .prefix("orgauth-bench-fsync-")
@@ -556,7 +551,7 @@ async fn suite(plan: &Plan, stack: &mut Stack, log: &mut Log) -> Result<Results>
     log.end_phase("1: UpdateOrg latency");
 
     log.phase("3: naive inline UpdateOrg");
-    let naive_points = naive::run(stack.auth_addr(), &plan.naive).await?;
+    let naive_points = naive::run(&stack.auth(), &plan.naive).await?;
     for point in &naive_points {
         let label = size_label(point.members);
         let samples: Vec<String> = point
@@ -598,7 +593,7 @@ async fn suite(plan: &Plan, stack: &mut Stack, log: &mut Log) -> Result<Results>
     let tp_orgs: Vec<String> = (0..64).map(throughput_org).collect();
     rows.extend(
         throughput::run(
-            stack.org_addr()?,
+            &stack.org()?,
             &tp_orgs,
             &plan.throughput_levels,
             plan.throughput,
@@ -703,7 +698,7 @@ fn fanout_rows(plan: &Plan, fan: &fanout::Fanout) -> Vec<Row> {
 /// Creates every org with custom SSO allowed (waiting for each creation
 /// job), adds the sized orgs' members and links those the unlink needs.
 async fn seed(plan: &Plan, stack: &Stack, log: &Log) -> Result<()> {
-    let channel = rpc::connect(stack.org_addr()?).await?;
+    let channel = rpc::connect(&stack.org()?).await?;
     let mut org_ids: Vec<String> = plan.org_sizes.iter().map(|&m| size_org(m)).collect();
     org_ids.extend((0..64).map(throughput_org));
     org_ids.push(PICKUP_ORG.to_owned());
@@ -727,7 +722,7 @@ async fn seed(plan: &Plan, stack: &Stack, log: &Log) -> Result<()> {
         .await?;
     log.say(&format!("   created {} orgs", org_ids.len()));
 
-    let auth_channel = rpc::connect(stack.auth_addr()).await?;
+    let auth_channel = rpc::connect(&stack.auth()).await?;
     for &members in &plan.org_sizes {
         let org_id = size_org(members);
         let start = Instant::now();

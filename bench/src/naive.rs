@@ -31,11 +31,10 @@
 //! be; calls in parallel would shorten it by at most the parallelism (the
 //! sweep of measurement 4 shows what parallelism buys end to end).
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use org_server::auth_client::GrpcAuthGateway;
+use org_server::auth_client::{AuthConnection, GrpcAuthGateway};
 use org_server::domain::job::UnlinkOutcome;
 use org_server::domain::org::{Member, NewOrg, OrgUpdate};
 use org_server::jobs::auth::AuthGateway;
@@ -43,7 +42,7 @@ use org_server::store::{SqliteStore, Store, StoreOptions};
 use serde::Serialize;
 
 use crate::error::{Result, fail};
-use crate::rpc;
+use crate::rpc::{self, AuthedChannel};
 
 /// Members per `BatchUnlinkSso` call: org-server's default batch size.
 pub const PAGE: usize = 500;
@@ -78,18 +77,21 @@ pub struct NaivePoint {
     pub unlink_share: f64,
 }
 
-/// Runs the naive UpdateOrg for each plan, against the Auth server at
-/// `auth_addr`, with org-server's store in a temporary directory.
-pub async fn run(auth_addr: SocketAddr, plans: &[Plan]) -> Result<Vec<NaivePoint>> {
+/// Runs the naive UpdateOrg for each plan, against the Auth server `auth`
+/// (with its service token, as org-server calls it), with org-server's
+/// store in a temporary directory.
+pub async fn run(auth: &rpc::Target, plans: &[Plan]) -> Result<Vec<NaivePoint>> {
     let dir = tempfile::Builder::new()
         .prefix("orgauth-bench-naive-")
         .tempdir()?;
     let store = open_store(dir.path()).await?;
-    if !auth_addr.ip().is_loopback() {
-        return fail(format!("refusing Auth at {auth_addr}: not loopback"));
-    }
-    let auth = GrpcAuthGateway::new(&format!("http://{auth_addr}"), AUTH_TIMEOUT)?;
-    let auth_channel = rpc::connect(auth_addr).await?;
+    let auth_channel = rpc::connect(auth).await?;
+    let auth = GrpcAuthGateway::new(AuthConnection {
+        endpoint: format!("http://{}", auth.addr),
+        call_timeout: AUTH_TIMEOUT,
+        token: auth.token.clone(),
+        tls: None,
+    })?;
     let mut points = Vec::new();
     for plan in plans {
         let org_id = format!(
@@ -148,7 +150,7 @@ async fn open_store(dir: &Path) -> Result<SqliteStore> {
 async fn seed(
     store: &SqliteStore,
     auth: &GrpcAuthGateway,
-    auth_channel: &tonic::transport::Channel,
+    auth_channel: &AuthedChannel,
     org_id: &str,
     members: u64,
 ) -> Result<()> {
@@ -185,7 +187,7 @@ async fn seed(
 async fn relink(
     store: &SqliteStore,
     auth: &GrpcAuthGateway,
-    auth_channel: &tonic::transport::Channel,
+    auth_channel: &AuthedChannel,
     org_id: &str,
     members: u64,
 ) -> Result<()> {

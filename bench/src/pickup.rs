@@ -9,7 +9,6 @@
 //! first message was still QUEUED. The baseline is the Health Check round
 //! trip on the same server.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use orgauth_proto::org::v1 as pb;
@@ -31,8 +30,8 @@ pub struct Plan {
 }
 
 /// Flips `org_id` `warmup + jobs` times, waiting for each job to end.
-pub async fn run(org_addr: SocketAddr, org_id: &str, plan: Plan) -> Result<Vec<Row>> {
-    let channel = rpc::connect(org_addr).await?;
+pub async fn run(org: &rpc::Target, org_id: &str, plan: Plan) -> Result<Vec<Row>> {
+    let channel = rpc::connect(org).await?;
     let mut orgs = OrgServiceClient::new(channel.clone());
     let mut jobs = JobServiceClient::new(channel.clone());
     let mut health = HealthClient::new(channel);

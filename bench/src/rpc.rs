@@ -1,7 +1,7 @@
 //! Thin helpers over the generated gRPC stubs of `orgauth-proto` (and the
-//! standard health stub): connecting, seeding orgs, members and SSO links,
-//! flipping `allow_custom_sso`, and following a job through `WatchJob` with
-//! the instants at which its states were seen.
+//! standard health stub): connecting with a bearer token, seeding orgs,
+//! members and SSO links, flipping `allow_custom_sso`, and following a job
+//! through `WatchJob` with the instants at which its states were seen.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,7 +12,9 @@ use orgauth_proto::auth::v1::auth_service_client::AuthServiceClient;
 use orgauth_proto::org::v1 as pb;
 use orgauth_proto::org::v1::job_service_client::JobServiceClient;
 use orgauth_proto::org::v1::org_service_client::OrgServiceClient;
+use orgauth_runtime::access::BearerToken;
 use prost_types::FieldMask;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -29,8 +31,25 @@ pub const SEED_IN_FLIGHT: usize = 4;
 /// How long connecting may take while a server starts.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Opens one HTTP/2 connection to `addr` (loopback only), retrying briefly.
-pub async fn connect(addr: SocketAddr) -> Result<Channel> {
+/// One HTTP/2 connection whose every call carries
+/// `authorization: Bearer <token>` (health checks too; the servers ignore it
+/// there).
+pub type AuthedChannel = InterceptedService<Channel, BearerToken>;
+
+/// A server the benchmark calls: where it listens, and the token presented
+/// to it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The server's loopback address.
+    pub addr: SocketAddr,
+    /// The bench's token for this server.
+    pub token: BearerToken,
+}
+
+/// Opens one HTTP/2 connection to the target (loopback only), retrying
+/// briefly; every call on it presents the target's token.
+pub async fn connect(target: &Target) -> Result<AuthedChannel> {
+    let addr = target.addr;
     if !addr.ip().is_loopback() {
         return fail(format!(
             "refusing to benchmark {addr}: not a loopback address"
@@ -42,7 +61,7 @@ pub async fn connect(addr: SocketAddr) -> Result<Channel> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
         match endpoint.connect().await {
-            Ok(channel) => return Ok(channel),
+            Ok(channel) => return Ok(InterceptedService::new(channel, target.token.clone())),
             Err(err) if Instant::now() >= deadline => {
                 return fail(format!("cannot connect to {addr}: {err}"));
             }
@@ -58,7 +77,7 @@ pub fn member_id(i: u64) -> String {
 
 /// One `grpc.health.v1.Health/Check` of the whole server; fails unless it
 /// answers SERVING.
-pub async fn health_check(client: &mut HealthClient<Channel>) -> Result<()> {
+pub async fn health_check(client: &mut HealthClient<AuthedChannel>) -> Result<()> {
     let response = client
         .check(HealthCheckRequest {
             service: String::new(),
@@ -73,7 +92,7 @@ pub async fn health_check(client: &mut HealthClient<Channel>) -> Result<()> {
 
 /// CreateOrg with a chosen id; returns the job id (empty if none).
 pub async fn create_org(
-    orgs: &mut OrgServiceClient<Channel>,
+    orgs: &mut OrgServiceClient<AuthedChannel>,
     org_id: &str,
     allow_custom_sso: bool,
 ) -> Result<String> {
@@ -94,7 +113,7 @@ pub async fn create_org(
 
 /// The org's current `allow_custom_sso`.
 pub async fn get_allow_custom_sso(
-    orgs: &mut OrgServiceClient<Channel>,
+    orgs: &mut OrgServiceClient<AuthedChannel>,
     org_id: &str,
 ) -> Result<bool> {
     let response = orgs
@@ -112,7 +131,7 @@ pub async fn get_allow_custom_sso(
 /// UpdateOrg changing only `allow_custom_sso`; returns the job id, which
 /// must be there since the setting changes.
 pub async fn set_allow_custom_sso(
-    orgs: &mut OrgServiceClient<Channel>,
+    orgs: &mut OrgServiceClient<AuthedChannel>,
     org_id: &str,
     allow_custom_sso: bool,
 ) -> Result<String> {
@@ -141,7 +160,7 @@ pub async fn set_allow_custom_sso(
 
 /// Adds members `0..count` to the org, 1,000 per call, a few calls in
 /// flight.
-pub async fn add_members(channel: &Channel, org_id: &str, count: u64) -> Result<()> {
+pub async fn add_members(channel: &AuthedChannel, org_id: &str, count: u64) -> Result<()> {
     let chunks = count.div_ceil(SEED_CHUNK);
     futures::stream::iter(0..chunks)
         .map(|chunk| {
@@ -182,7 +201,7 @@ pub async fn add_members(channel: &Channel, org_id: &str, count: u64) -> Result<
 
 /// Links members `0..count` of the org in Auth, 1,000 ids per LinkSso call,
 /// a few calls in flight. The org's policy must allow custom SSO.
-pub async fn link_members(channel: &Channel, org_id: &str, count: u64) -> Result<()> {
+pub async fn link_members(channel: &AuthedChannel, org_id: &str, count: u64) -> Result<()> {
     let chunks = count.div_ceil(SEED_CHUNK);
     futures::stream::iter(0..chunks)
         .map(|chunk| {
@@ -205,7 +224,7 @@ pub async fn link_members(channel: &Channel, org_id: &str, count: u64) -> Result
 
 /// How many SSO connections Auth holds for the org (one ListSsoConnections
 /// page walk would be slow; the count is the API's own).
-pub async fn count_connections(channel: &Channel, org_id: &str) -> Result<u64> {
+pub async fn count_connections(channel: &AuthedChannel, org_id: &str) -> Result<u64> {
     let mut auth = AuthServiceClient::new(channel.clone());
     let mut total = 0_u64;
     let mut page_token = String::new();
@@ -248,7 +267,7 @@ pub struct JobTimeline {
 
 /// Opens `WatchJob` and reads it to the terminal message, within `timeout`.
 pub async fn follow_job(
-    jobs: &mut JobServiceClient<Channel>,
+    jobs: &mut JobServiceClient<AuthedChannel>,
     job_id: &str,
     timeout: Duration,
 ) -> Result<JobTimeline> {
@@ -259,7 +278,7 @@ pub async fn follow_job(
 }
 
 async fn follow_job_inner(
-    jobs: &mut JobServiceClient<Channel>,
+    jobs: &mut JobServiceClient<AuthedChannel>,
     job_id: &str,
 ) -> Result<JobTimeline> {
     let mut stream = jobs
@@ -334,7 +353,7 @@ pub fn ensure_succeeded(job: &pb::Job) -> Result<()> {
 /// Flips the org's setting, follows the job to its end and checks it
 /// succeeded.
 pub async fn set_and_wait(
-    channel: &Channel,
+    channel: &AuthedChannel,
     org_id: &str,
     allow_custom_sso: bool,
     timeout: Duration,

@@ -3,6 +3,13 @@
 //! 127.0.0.1 port 0 with its own temporary directory for its SQLite files
 //! and its log. Every process is killed when its handle is dropped, so a
 //! failing or panicking run leaves none behind.
+//!
+//! Both servers require a bearer token on every call. The stack issues its
+//! own tokens at start and writes their hashes into each server's tokens
+//! file: an `admin` token for the benchmark's calls to org-server, and a
+//! `service` token that org-server presents to Auth and that the benchmark
+//! also uses for its own calls to Auth (SetOrgSsoPolicy and BatchUnlinkSso,
+//! which the naive baseline makes, accept only that role).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -12,15 +19,28 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use orgauth_runtime::access::BearerToken;
+use orgauth_security::Role;
+use orgauth_security::token::issue;
 use tempfile::TempDir;
 
 use crate::error::{Result, fail};
+use crate::rpc::Target;
 
 /// How long a server may take to print `listening ADDR`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a graceful stop (SIGTERM) may take before the process is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// org-server's `--max-watches-per-caller` and `--max-watches`: room for the
+/// fan-out's 10,000 watchers, all one caller, plus its lone baseline
+/// watcher and the job follows of the other measurements.
+const MAX_WATCHES: u32 = 20_000;
+
+/// org-server's `--max-streams-per-connection`: the fan-out spreads its
+/// 10,000 watchers over 8 connections, 1,250 on each.
+const MAX_STREAMS_PER_CONNECTION: u32 = 4_096;
 
 /// One server process; killed (SIGKILL) when dropped.
 #[derive(Debug)]
@@ -178,6 +198,10 @@ pub struct Stack {
     // files are removed.
     org: Option<ServerProcess>,
     auth: ServerProcess,
+    /// The benchmark's token for org-server (role admin).
+    admin: BearerToken,
+    /// org-server's and the benchmark's token for Auth (role service).
+    service: BearerToken,
     bin_dir: PathBuf,
     org_dir: TempDir,
     _auth_dir: TempDir,
@@ -192,6 +216,17 @@ impl Stack {
         let org_dir = tempfile::Builder::new()
             .prefix("orgauth-bench-org-")
             .tempdir()?;
+        // Each server's tokens file lists only whom it must accept; the
+        // secrets stay in this process and in org-server's token file (the
+        // temporary directories are private to this user).
+        let admin = issue("bench", Role::Admin, &[], None)?;
+        let service = issue("org-server", Role::Service, &[], None)?;
+        std::fs::write(
+            auth_dir.path().join("tokens"),
+            format!("{}\n", service.line),
+        )?;
+        std::fs::write(org_dir.path().join("tokens"), format!("{}\n", admin.line))?;
+        std::fs::write(org_dir.path().join("auth-token"), &service.secret)?;
         let auth = ServerProcess::spawn(
             "auth-server",
             &bin_dir.join("auth-server"),
@@ -200,12 +235,16 @@ impl Stack {
                 "127.0.0.1:0".to_owned(),
                 "--database".to_owned(),
                 format!("sqlite://{}", auth_dir.path().join("auth.db").display()),
+                "--tokens-file".to_owned(),
+                auth_dir.path().join("tokens").display().to_string(),
             ],
             &auth_dir.path().join("auth-server.log"),
         )?;
         let mut stack = Stack {
             org: None,
             auth,
+            admin: BearerToken::new(&admin.secret)?,
+            service: BearerToken::new(&service.secret)?,
             bin_dir: bin_dir.to_path_buf(),
             org_dir,
             _auth_dir: auth_dir,
@@ -220,19 +259,47 @@ impl Stack {
         if let Some(old) = self.org.take() {
             old.stop()?;
         }
+        let dir = self.org_dir.path();
         let args = vec![
             "--listen".to_owned(),
             "127.0.0.1:0".to_owned(),
             "--database".to_owned(),
-            format!("sqlite://{}", self.org_dir.path().join("org.db").display()),
+            format!("sqlite://{}", dir.join("org.db").display()),
+            "--tokens-file".to_owned(),
+            dir.join("tokens").display().to_string(),
             "--auth-endpoint".to_owned(),
             format!("http://{}", self.auth.addr()),
+            "--auth-token-file".to_owned(),
+            dir.join("auth-token").display().to_string(),
             "--workers".to_owned(),
             options.workers.to_string(),
             "--batch-size".to_owned(),
             options.batch_size.to_string(),
             "--parallelism".to_owned(),
             options.parallelism.to_string(),
+            // Production limits the measurements would hit, lifted here:
+            // measurements 1, 2 and 5 flip one org hundreds of times a
+            // second, and the per-org UpdateOrg rate limit (10 a minute)
+            // would refuse all but the first few. 0 turns it off.
+            "--org-updates-per-minute".to_owned(),
+            "0".to_owned(),
+            // The fan-out opens 10,000 WatchJob streams as one caller: the
+            // defaults allow 1,000 per caller and 10,000 per server.
+            "--max-watches-per-caller".to_owned(),
+            MAX_WATCHES.to_string(),
+            "--max-watches".to_owned(),
+            MAX_WATCHES.to_string(),
+            // 1,250 of those streams on each of its 8 connections: beyond
+            // the default 1,024 the client would queue the rest, and they
+            // would never attach.
+            "--max-streams-per-connection".to_owned(),
+            MAX_STREAMS_PER_CONNECTION.to_string(),
+            // --max-inflight-per-connection keeps its default (256 handlers
+            // at once per connection, load-shed beyond): no measurement
+            // comes near it. The throughput clients make one call at a time
+            // on a connection each, seeding 4, and the fan-out opens at most
+            // 256 watches at once over all its 8 connections (a stream holds
+            // its slot only until its handler returns).
         ];
         let org = ServerProcess::spawn(
             "org-server",
@@ -244,10 +311,13 @@ impl Stack {
         Ok(())
     }
 
-    /// org-server's address.
-    pub fn org_addr(&self) -> Result<SocketAddr> {
+    /// org-server, called with the benchmark's admin token.
+    pub fn org(&self) -> Result<Target> {
         match &self.org {
-            Some(org) => Ok(org.addr()),
+            Some(org) => Ok(Target {
+                addr: org.addr(),
+                token: self.admin.clone(),
+            }),
             None => fail("org-server is not running"),
         }
     }
@@ -257,9 +327,12 @@ impl Stack {
         self.org.as_ref().map(ServerProcess::pid)
     }
 
-    /// auth-server's address.
-    pub fn auth_addr(&self) -> SocketAddr {
-        self.auth.addr()
+    /// auth-server, called with the service token (as org-server calls it).
+    pub fn auth(&self) -> Target {
+        Target {
+            addr: self.auth.addr(),
+            token: self.service.clone(),
+        }
     }
 
     /// auth-server's process id (for profiling).

@@ -7,17 +7,15 @@
 //! org's `allow_custom_sso`, so every call is a write that enqueues a job.
 //! org-server runs with `--workers 0`, as for measurement 1.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use orgauth_proto::org::v1::org_service_client::OrgServiceClient;
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::{Result, fail};
 use crate::report::{Goal, Latencies, Row};
-use crate::rpc;
+use crate::rpc::{self, AuthedChannel};
 
 /// What one step measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +43,7 @@ struct Step {
 /// Measures both operations at each concurrency in `levels`; `org_ids`
 /// holds at least as many orgs as the largest level.
 pub async fn run(
-    org_addr: SocketAddr,
+    org: &rpc::Target,
     org_ids: &[String],
     levels: &[usize],
     plan: Plan,
@@ -59,7 +57,7 @@ pub async fn run(
     }
     let mut channels = Vec::with_capacity(max);
     for _ in 0..max {
-        channels.push(rpc::connect(org_addr).await?);
+        channels.push(rpc::connect(org).await?);
     }
     let mut rows = Vec::new();
     for &clients in levels {
@@ -93,7 +91,7 @@ pub async fn run(
     Ok(rows)
 }
 
-async fn step(channels: &[Channel], org_ids: &[String], op: Op, plan: Plan) -> Result<Step> {
+async fn step(channels: &[AuthedChannel], org_ids: &[String], op: Op, plan: Plan) -> Result<Step> {
     // Every client reads its org's state first, then all start together.
     let start = Instant::now() + Duration::from_millis(300);
     let measure_from = start + plan.warmup;
@@ -123,7 +121,7 @@ async fn step(channels: &[Channel], org_ids: &[String], op: Op, plan: Plan) -> R
 /// One client: calls until `until`, counting the calls that complete in
 /// `[measure_from, until)`.
 async fn client_loop(
-    channel: Channel,
+    channel: AuthedChannel,
     org_id: String,
     op: Op,
     start: Instant,

@@ -10,7 +10,6 @@
 //! database, in the same batch size with the same number of deletes in
 //! flight. That is the ceiling the end-to-end path can approach.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use auth_server::domain::{MemberId, OrgId, now_micros};
@@ -71,12 +70,12 @@ impl EndToEnd {
 /// Turns custom SSO off for `org_id` (whose `members` members are all
 /// linked) and follows the job to its end.
 pub async fn end_to_end(
-    org_addr: SocketAddr,
-    auth_addr: SocketAddr,
+    org: &rpc::Target,
+    auth: &rpc::Target,
     org_id: &str,
     members: u64,
 ) -> Result<EndToEnd> {
-    let channel = rpc::connect(org_addr).await?;
+    let channel = rpc::connect(org).await?;
     let mut orgs = OrgServiceClient::new(channel.clone());
     let mut jobs = JobServiceClient::new(channel);
     let start = Instant::now();
@@ -92,7 +91,7 @@ pub async fn end_to_end(
             job.unlinked_members, job.total_members
         ));
     }
-    let auth_channel = rpc::connect(auth_addr).await?;
+    let auth_channel = rpc::connect(auth).await?;
     let left = rpc::count_connections(&auth_channel, org_id).await?;
     if left != 0 {
         return fail(format!(
@@ -112,14 +111,14 @@ pub async fn end_to_end(
 /// Links all `members` of `org_id` again after an unlink: turns custom SSO
 /// back on (and waits for that job), then LinkSso in 1,000-id calls.
 pub async fn relink(
-    org_addr: SocketAddr,
-    auth_addr: SocketAddr,
+    org: &rpc::Target,
+    auth: &rpc::Target,
     org_id: &str,
     members: u64,
 ) -> Result<()> {
-    let channel = rpc::connect(org_addr).await?;
+    let channel = rpc::connect(org).await?;
     rpc::set_and_wait(&channel, org_id, true, UNLINK_TIMEOUT).await?;
-    let auth_channel = rpc::connect(auth_addr).await?;
+    let auth_channel = rpc::connect(auth).await?;
     rpc::link_members(&auth_channel, org_id, members).await
 }
 
