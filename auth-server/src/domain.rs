@@ -77,6 +77,10 @@ impl fmt::Display for OrgId {
 }
 
 fn check_org_id(value: &str) -> Result<(), String> {
+    if orgauth_security::is_valid_org_id(value) {
+        return Ok(());
+    }
+    // Invalid: say how, as precisely as the value allows.
     let Some(first) = value.chars().next() else {
         return Err("must not be empty".to_owned());
     };

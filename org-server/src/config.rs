@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use orgauth_runtime::transport::ServeArgs;
+use orgauth_security::token::Secret;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -137,9 +138,10 @@ pub struct Config {
     #[arg(long, env = "ORG_SERVER_PRUNE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub prune_interval: Duration,
 
-    /// Sustained UpdateOrg calls allowed per org and minute (per replica);
-    /// beyond it and the burst, RESOURCE_EXHAUSTED with a retry delay. Each
-    /// update may start a mass unlink. 0 turns the limit off.
+    /// Sustained UpdateOrg calls that touch allow_custom_sso (each may start
+    /// a mass unlink) allowed per org and minute, per replica; beyond it and
+    /// the burst, RESOURCE_EXHAUSTED with a retry delay. Renames are not
+    /// limited. 0 turns the limit off.
     #[arg(long, env = "ORG_SERVER_ORG_UPDATES_PER_MINUTE", default_value_t = 10)]
     pub org_updates_per_minute: u32,
 
@@ -166,25 +168,6 @@ pub struct Config {
     /// connections drain before exiting anyway.
     #[arg(long, env = "ORG_SERVER_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
-}
-
-/// A secret given on the command line or in the environment: its `Debug`
-/// never shows it, so logging a `Config` cannot leak it.
-#[derive(Clone)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
 }
 
 #[cfg(test)]

@@ -83,7 +83,47 @@ fn auth_token(config: &Config) -> Result<BearerToken, ServeError> {
             ));
         }
     };
-    BearerToken::new(&secret).map_err(ServeError::Config)
+    let secret = secret.trim();
+    if !orgauth_security::token::well_formed(secret) {
+        return Err(ServeError::Config(
+            "the Auth token (--auth-token-file / ORG_SERVER_AUTH_TOKEN) is not a token secret: \
+             give the secret `orgctl token issue` printed, not its tokens-file line"
+                .into(),
+        ));
+    }
+    BearerToken::new(secret).map_err(ServeError::Config)
+}
+
+/// How org-server reaches Auth over TLS, if it does. Combinations that
+/// would silently do something else are refused: TLS options with an
+/// http:// endpoint would send the service token in plaintext; https://
+/// without a CA cannot verify Auth (this build trusts no built-in roots).
+fn auth_tls(config: &Config) -> Result<Option<ClientTls>, ServeError> {
+    let wants_tls = config.auth_tls_ca.is_some()
+        || config.auth_tls_cert.is_some()
+        || config.auth_tls_server_name.is_some();
+    let https = config.auth_endpoint.starts_with("https://");
+    match (https, wants_tls, config.auth_tls_ca.is_some()) {
+        (false, false, _) => Ok(None),
+        (false, true, _) => Err(ServeError::Config(
+            "--auth-tls-* flags need an https:// --auth-endpoint: over http:// the \
+             service token would travel in plaintext"
+                .into(),
+        )),
+        (true, _, false) => Err(ServeError::Config(
+            "an https:// --auth-endpoint needs --auth-tls-ca, the CA that signs \
+             Auth's certificate"
+                .into(),
+        )),
+        (true, _, true) => Ok(Some(ClientTls {
+            ca: config.auth_tls_ca.clone(),
+            identity: config
+                .auth_tls_cert
+                .clone()
+                .zip(config.auth_tls_key.clone()),
+            domain: config.auth_tls_server_name.clone(),
+        })),
+    }
 }
 
 impl OrgServer {
@@ -97,15 +137,7 @@ impl OrgServer {
         } else {
             None
         };
-        let auth_tls =
-            (config.auth_tls_ca.is_some() || config.auth_tls_cert.is_some()).then(|| ClientTls {
-                ca: config.auth_tls_ca.clone(),
-                identity: config
-                    .auth_tls_cert
-                    .clone()
-                    .zip(config.auth_tls_key.clone()),
-                domain: config.auth_tls_server_name.clone(),
-            });
+        let auth_tls = auth_tls(&config)?;
         let store = store::open(
             &config.database,
             &StoreOptions {

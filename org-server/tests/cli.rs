@@ -137,7 +137,41 @@ fn missing_or_bad_credentials_are_refused_before_listening() {
     std::fs::write(&garbage, "ops admin sha256:nothex\n").unwrap();
     let garbage = garbage.display().to_string();
     let database = format!("sqlite://{}/org.db", dir.path().display());
-    let cases: [(Vec<&str>, &str); 4] = [
+    let service_token = dir.path().join("service-token").display().to_string();
+    let a_line = dir.path().join("a-line");
+    std::fs::write(&a_line, "org-server service sha256:00\n").unwrap();
+    let a_line = a_line.display().to_string();
+    let with_auth = |extra: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> = ["--tokens-file", &tokens, "--workers", "1"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let plaintext_tls = [
+        with_auth(&[
+            "--auth-endpoint",
+            "http://127.0.0.1:1",
+            "--auth-tls-ca",
+            "ca.pem",
+        ]),
+        vec!["--auth-token-file".to_owned(), service_token.clone()],
+    ]
+    .concat();
+    let https_without_ca = [
+        with_auth(&["--auth-endpoint", "https://127.0.0.1:1"]),
+        vec!["--auth-token-file".to_owned(), service_token.clone()],
+    ]
+    .concat();
+    let line_as_token = [with_auth(&["--auth-token-file"]), vec![a_line]].concat();
+    let plaintext_tls: Vec<&str> = plaintext_tls.iter().map(String::as_str).collect();
+    let https_without_ca: Vec<&str> = https_without_ca.iter().map(String::as_str).collect();
+    let line_as_token: Vec<&str> = line_as_token.iter().map(String::as_str).collect();
+    let cases: [(Vec<&str>, &str); 7] = [
+        (plaintext_tls, "plaintext"),
+        (https_without_ca, "--auth-tls-ca"),
+        (line_as_token, "not a token secret"),
         (vec![], "--tokens-file"),
         (
             vec!["--tokens-file", "/nonexistent/tokens"],

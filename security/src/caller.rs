@@ -48,6 +48,19 @@ impl FromStr for Role {
     }
 }
 
+/// The one rule for org ids, shared by both servers and the tokens file:
+/// 1 to 63 characters of `[a-z0-9-]`, starting with a letter or digit (safe
+/// in URLs, logs and file names).
+pub fn is_valid_org_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes[0] != b'-'
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
 /// An authenticated caller. Cheap to clone: requests carry one each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {

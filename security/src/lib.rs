@@ -13,6 +13,6 @@ pub mod caller;
 pub mod page_token;
 pub mod token;
 
-pub use caller::{Caller, Role};
+pub use caller::{Caller, Role, is_valid_org_id};
 pub use page_token::{PageTokenError, PageTokenSealer};
 pub use token::{AuthnError, TokenFileError, TokenSet};

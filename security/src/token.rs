@@ -162,7 +162,9 @@ impl TokenSet {
     }
 }
 
-fn well_formed(secret: &str) -> bool {
+/// Whether `secret` has the shape of a token secret (`oat_` and 43
+/// URL-safe base64 characters). Says nothing about whether it is known.
+pub fn well_formed(secret: &str) -> bool {
     secret.len() == SECRET_LEN
         && secret.starts_with(SECRET_PREFIX)
         && secret[SECRET_PREFIX.len()..]
@@ -230,16 +232,8 @@ fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The same rule as org-server's org ids.
 fn validate_org_id(id: &str) -> Result<(), String> {
-    let bytes = id.as_bytes();
-    let valid = !bytes.is_empty()
-        && bytes.len() <= 63
-        && bytes[0] != b'-'
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-    if valid {
+    if crate::caller::is_valid_org_id(id) {
         Ok(())
     } else {
         Err(format!(
@@ -249,9 +243,17 @@ fn validate_org_id(id: &str) -> Result<(), String> {
 }
 
 fn parse_hash(field: &str) -> Result<[u8; 32], String> {
-    let bad = || format!("hash must be sha256: and 64 hex digits, got {field:?}");
+    // The field is not repeated: an operator who pasted a secret into the
+    // hash column must not find it in the logs.
+    let bad = || {
+        if field.starts_with(SECRET_PREFIX) {
+            "the hash column holds a token secret: store `orgctl token issue`'s line (its sha256: hash), never the secret".to_owned()
+        } else {
+            "the hash must be sha256: followed by 64 hex digits".to_owned()
+        }
+    };
     let hex = field.strip_prefix(HASH_PREFIX).ok_or_else(bad)?;
-    if hex.len() != 64 {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let mut hash = [0u8; 32];
@@ -272,12 +274,40 @@ pub fn hash_secret(secret: &str) -> String {
     out
 }
 
+/// A secret held in memory (a token given by flag or environment): its
+/// `Debug` never shows it, so logging a configuration cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
 /// A newly issued token: the secret to hand to its holder (shown once), and
-/// the line to append to the tokens file.
-#[derive(Debug, Clone)]
+/// the line to append to the tokens file. Its `Debug` hides the secret.
+#[derive(Clone)]
 pub struct IssuedToken {
     pub secret: String,
     pub line: String,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("secret", &"..")
+            .field("line", &self.line)
+            .finish()
+    }
 }
 
 /// Issues a token. The line is checked by the same parser servers use, so
@@ -367,6 +397,16 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_pasted_as_a_hash_is_refused_without_being_repeated() {
+        let token = issue("ops", Role::Admin, &[], None).unwrap();
+        for field in [token.secret.clone(), format!("sha256:{}", token.secret)] {
+            let err = TokenSet::parse(&format!("ops admin {field}")).unwrap_err();
+            assert!(!err.to_string().contains(&token.secret[4..]), "{err}");
+        }
+        assert!(!format!("{token:?}").contains(&token.secret));
+    }
+
+    #[test]
     fn expired_tokens_name_themselves_but_not_their_secret() {
         let past = now() - Duration::from_secs(3600);
         let token = issue("old", Role::Admin, &[], Some(past)).unwrap();
@@ -405,6 +445,9 @@ mod tests {
             (format!("ops admin {hash} colour=blue"), Some(1)),
             ("ops admin md5:abc".to_owned(), Some(1)),
             ("ops admin sha256:zz".to_owned(), Some(1)),
+            // 64 bytes, but multi-byte characters: refused, not a panic.
+            (format!("ops admin sha256:a{}a", "é".repeat(31)), Some(1)),
+            (format!("ops admin sha256:+{}", "f".repeat(63)), Some(1)),
             (format!("\nbad/name admin {hash}"), Some(2)),
             ("ops admin".to_owned(), Some(1)),
         ];

@@ -30,6 +30,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use orgauth_client::{
     AuthClient, ClientError, ClientTls, ConnectOptions, OrgClient, Page, WatchOptions, code_name,
 };
+use orgauth_security::token::Secret;
 use tonic::Code;
 
 use output::Output;
@@ -110,7 +111,7 @@ struct ConnectionArgs {
         env = "ORGCTL_TOKEN",
         hide_env_values = true,
         value_name = "SECRET",
-        value_parser = parse_secret
+        value_parser = clap::value_parser!(Secret)
     )]
     token: Option<Secret>,
 
@@ -194,20 +195,6 @@ struct ConnectionArgs {
         value_parser = humantime::parse_duration
     )]
     watch_retry_budget: Duration,
-}
-
-/// A token's secret as given on the command line: `Debug` never shows it.
-#[derive(Clone)]
-struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-fn parse_secret(value: &str) -> Result<Secret, String> {
-    Ok(Secret(value.to_owned()))
 }
 
 /// Parses the command line (exiting with clap's message on a usage

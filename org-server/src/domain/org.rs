@@ -228,14 +228,7 @@ pub fn plan_update(current: &Org, update: &OrgUpdate, now: Micros) -> Result<Upd
 
 /// `[a-z0-9][a-z0-9-]{0,62}`: safe in URLs, logs and file names.
 pub fn validate_org_id(field: &str, id: &str) -> Result<()> {
-    let bytes = id.as_bytes();
-    let valid = !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-    if valid {
+    if orgauth_security::is_valid_org_id(id) {
         Ok(())
     } else {
         Err(Error::invalid(
