@@ -20,7 +20,13 @@
 //! | INTERNAL | `INTERNAL` | anything else; the caller sees a generic message, the log has the details |
 //!
 //! The four `TOKEN_*` refusals come from the authenticator in front of the
-//! service (`orgauth_runtime::access`), with the same domain.
+//! service (`orgauth_runtime::access`), with the same domain. Statuses tonic
+//! makes by itself get their ErrorInfo from
+//! `orgauth_runtime::status::DetailsLayer`: RESOURCE_EXHAUSTED
+//! `MESSAGE_TOO_LARGE` (a request over --max-message-bytes), UNIMPLEMENTED
+//! `METHOD_NOT_FOUND`, and `TRANSPORT_ERROR` for anything else. Load
+//! shedding (RESOURCE_EXHAUSTED) and --max-call-time (CANCELLED) are applied
+//! by tonic outside any layer and carry no ErrorInfo.
 //!
 //! Messages of caller errors name the request field and say what would be
 //! valid. Storage and internal failures are logged in full here and reach

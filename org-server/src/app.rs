@@ -121,7 +121,12 @@ impl App {
     #[tracing::instrument(skip_all, fields(org_id = %update.org_id))]
     pub async fn update_org(&self, caller: &Caller, update: OrgUpdate) -> Result<OrgWrite> {
         require_org(caller, &update.org_id)?;
-        if let Some(limiter) = &self.guards.org_updates {
+        // Only an update that touches allow_custom_sso can start a mass
+        // unlink, so only those count against the org's rate; a rename is
+        // never limited.
+        if update.allow_custom_sso.is_some()
+            && let Some(limiter) = &self.guards.org_updates
+        {
             limiter.check(&update.org_id)?;
         }
         let write = self.store.update_org(&update).await?;

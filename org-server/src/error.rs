@@ -20,13 +20,19 @@
 //! | RESOURCE_EXHAUSTED  | `ORG_UPDATE_RATE_LIMITED` | too many UpdateOrg for one org (RetryInfo says when) |
 //! | RESOURCE_EXHAUSTED  | `WATCH_LIMIT_PER_CALLER`  | the caller has too many open WatchJob streams |
 //! | RESOURCE_EXHAUSTED  | `WATCH_LIMIT_PER_SERVER`  | the server has too many open WatchJob streams |
-//! | UNAVAILABLE         | `SERVER_SHUTTING_DOWN`    | retry elsewhere (watches: with since_version) |
+//! | UNAVAILABLE         | `SHUTTING_DOWN`           | retry elsewhere (watches: with since_version) |
 //! | UNAVAILABLE         | `DATABASE_BUSY`           | retry with backoff |
 //! | INTERNAL            | `INTERNAL`                | a bug or storage failure; details only in the log |
 //!
 //! UNAUTHENTICATED (`TOKEN_MISSING`, `TOKEN_MALFORMED`, `TOKEN_UNKNOWN`,
 //! `TOKEN_EXPIRED`) is answered before a request reaches org-server's code,
-//! by `orgauth_runtime::access::Authenticator`.
+//! by `orgauth_runtime::access::Authenticator`. Statuses tonic makes by
+//! itself get their ErrorInfo from `orgauth_runtime::status::DetailsLayer`:
+//! RESOURCE_EXHAUSTED `MESSAGE_TOO_LARGE` (a request over
+//! --max-message-bytes), UNIMPLEMENTED `METHOD_NOT_FOUND`, and
+//! `TRANSPORT_ERROR` for anything else. Load shedding (RESOURCE_EXHAUSTED)
+//! and --max-call-time (CANCELLED) are applied by tonic outside any layer
+//! and carry no ErrorInfo.
 
 use std::time::Duration;
 
@@ -159,7 +165,7 @@ impl Error {
                 Limit::WatchesPerCaller => "WATCH_LIMIT_PER_CALLER",
                 Limit::WatchesPerServer => "WATCH_LIMIT_PER_SERVER",
             },
-            Error::Unavailable(_) => "SERVER_SHUTTING_DOWN",
+            Error::Unavailable(_) => "SHUTTING_DOWN",
             Error::Storage(sqlx::Error::PoolTimedOut) => "DATABASE_BUSY",
             Error::Storage(_) | Error::LeaseLost { .. } | Error::Internal(_) => "INTERNAL",
         }

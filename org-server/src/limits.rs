@@ -1,9 +1,10 @@
 //! Limits that keep one caller or one org from exhausting the server:
 //!
-//! - [`OrgUpdateLimiter`]: UpdateOrg calls per org (GCRA: a burst, then a
-//!   steady rate), so repeated flips of `allow_custom_sso` cannot start an
-//!   unbounded series of mass unlinks. Per process: with several replicas
-//!   the effective limit is the sum over replicas.
+//! - [`OrgUpdateLimiter`]: UpdateOrg calls that touch `allow_custom_sso`,
+//!   per org (GCRA: a burst, then a steady rate), so repeated flips cannot
+//!   start an unbounded series of mass unlinks. A retried request counts
+//!   again (it gets RetryInfo). Per process: with several replicas the
+//!   effective limit is the sum over replicas.
 //! - [`WatchLimits`]: open WatchJob streams per caller and per server. A
 //!   [`WatchPermit`] lives inside the stream, so it is released when the
 //!   stream ends or its client goes away, not when the handler returns.
@@ -122,8 +123,8 @@ impl WatchLimits {
         })
     }
 
-    /// Open streams in total (for tests and diagnostics).
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 }

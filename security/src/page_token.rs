@@ -4,8 +4,9 @@
 //! with HMAC-SHA256 over the key *and the listing it belongs to* (its
 //! scope, e.g. `members:acme`), so a caller can neither invent a cursor nor
 //! carry one from one listing to another. The key is readable inside the
-//! token: it is an id the caller has already seen, so sealing is about
-//! integrity, not secrecy.
+//! token: sealing is about integrity, not secrecy. Keys are ids the caller
+//! has already seen, except ListJobs' cursor, a job's position in the
+//! server-wide sequence, which hints at how many jobs all orgs have.
 //!
 //! Layout, then URL-safe base64 without padding:
 //! `version (1 byte) | tag (16 bytes) | key (UTF-8)`.

@@ -43,10 +43,12 @@ impl From<Error> for Status {
             }
             .status(Code::ResourceExhausted, message),
             Error::Unavailable(msg) => problem.status(Code::Unavailable, msg),
-            Error::Storage(sqlx::Error::PoolTimedOut) => problem.status(
-                Code::Unavailable,
-                "the database is busy; retry with backoff",
-            ),
+            Error::Storage(sqlx::Error::PoolTimedOut) => problem
+                .retry_after(std::time::Duration::from_millis(250))
+                .status(
+                    Code::Unavailable,
+                    "the database is busy; retry with backoff",
+                ),
             Error::Storage(inner) => {
                 error!(error = %inner, "storage error");
                 problem.status(Code::Internal, "internal storage error")

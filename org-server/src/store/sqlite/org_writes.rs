@@ -62,6 +62,16 @@ fn round_len(updates: &[OrgUpdate]) -> usize {
         .unwrap_or(updates.len())
 }
 
+/// The idempotency key of an UpdateOrg: its request_id within its org.
+/// Keys are per org so that one tenant can neither see that another used a
+/// request_id nor take one first (org ids hold no '/').
+fn update_key(update: &OrgUpdate) -> Option<String> {
+    update
+        .request_id
+        .as_deref()
+        .map(|request_id| format!("{}/{request_id}", update.org_id))
+}
+
 /// One round: replays, then plans against the current rows, then the
 /// writes of every planned update together.
 async fn update_round(
@@ -71,17 +81,14 @@ async fn update_round(
 ) -> Result<Vec<Result<OrgWrite>>> {
     let mut results: Vec<Option<Result<OrgWrite>>> = round.iter().map(|_| None).collect();
 
-    let mut stored = stored_responses(
-        tx,
-        UPDATE_ORG,
-        round.iter().filter_map(|u| u.request_id.as_deref()),
-    )
-    .await?;
-    for (update, result) in round.iter().zip(results.iter_mut()) {
-        if let Some(key) = &update.request_id
+    let keys: Vec<Option<String>> = round.iter().map(update_key).collect();
+    let mut stored =
+        stored_responses(tx, UPDATE_ORG, keys.iter().filter_map(|k| k.as_deref())).await?;
+    for ((update, key), result) in round.iter().zip(&keys).zip(results.iter_mut()) {
+        if let (Some(request_id), Some(key)) = (&update.request_id, key)
             && let Some(first) = stored.remove(key.as_str())
         {
-            *result = Some(first.replay(UPDATE_ORG, key, &update.fingerprint()));
+            *result = Some(first.replay(UPDATE_ORG, request_id, &update.fingerprint()));
         }
     }
 
@@ -127,10 +134,9 @@ async fn update_round(
     let firsts: Vec<FirstResponse<'_>> = writes
         .iter()
         .filter_map(|(i, write)| {
-            let update = &round[*i];
-            update.request_id.as_deref().map(|key| FirstResponse {
+            keys[*i].as_deref().map(|key| FirstResponse {
                 request_id: key,
-                fingerprint: update.fingerprint(),
+                fingerprint: round[*i].fingerprint(),
                 write,
             })
         })
@@ -490,6 +496,8 @@ mod tests {
         renamed.display_name = Some("Bee".into());
         let mut stale = update("b", None);
         stale.expected_etag = Some("\"1\"".into());
+        let mut other_request = update("a", Some("k1"));
+        other_request.allow_custom_sso = Some(true);
         let results = update_orgs(
             &writer,
             vec![
@@ -501,14 +509,24 @@ mod tests {
                 // Same key, same request: the first answer again.
                 update("a", Some("k1")),
                 // Same key, another request.
-                update("b", Some("k1")),
+                other_request,
                 stale,
+                // Keys are per org: another org's "k1" is its own.
+                update("b", Some("k1")),
             ],
         )
         .await
         .unwrap();
-        let [first, missing, renamed, again, replayed, reused, stale] =
-            <[Result<OrgWrite>; 7]>::try_from(results).unwrap();
+        let [
+            first,
+            missing,
+            renamed,
+            again,
+            replayed,
+            reused,
+            stale,
+            other_org,
+        ] = <[Result<OrgWrite>; 8]>::try_from(results).unwrap();
 
         let first = first.unwrap();
         let job = first.new_job.clone().unwrap();
@@ -529,6 +547,8 @@ mod tests {
             matches!(reused, Err(Error::InvalidArgument { ref field, .. }) if field == "request_id")
         );
         assert!(matches!(stale, Err(Error::Aborted(_))), "{stale:?}");
+        let other_org = other_org.unwrap();
+        assert!(other_org.job_id.is_some() && other_org.job_id != first.job_id);
 
         // Committed: visible through the store.
         let a = store.get_org("a").await.unwrap().unwrap();
