@@ -690,14 +690,28 @@ async fn keepalive_notices_a_frozen_watcher_and_frees_its_slot() {
     let mut watcher = std::process::Command::new(orgauth_e2e::bin("orgctl"))
         .env("ORGCTL_TOKEN", &stack.tokens.admin)
         .args(["--endpoint", &stack.org.endpoint(), "job", "watch", &job_id])
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn orgctl job watch");
     let pid = watcher.id().to_string();
+    // orgctl prints the job's state once its watch is open. Probing with a
+    // watch of our own before that could take the only slot from it.
+    let stdout = watcher.stdout.take().expect("piped stdout");
+    let (first_line, opened) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = first_line.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = tokio::task::block_in_place(|| opened.recv_timeout(Duration::from_secs(20)))
+        .expect("orgctl's watch opens and prints the job's state");
+    eprintln!("orgctl watching: {line}");
 
-    // One more watch by the same token is over the cap of one once
-    // orgctl's watch is open.
+    // One more watch by the same token is over the cap of one.
     let mut jobs = stack.jobs().await;
     let try_watch = |jobs: &mut JobServiceClient<orgauth_e2e::Authed>| {
         let mut jobs = jobs.clone();
@@ -711,20 +725,10 @@ async fn keepalive_notices_a_frozen_watcher_and_frees_its_slot() {
             .map(|response| response.into_inner())
         }
     };
-    orgauth_e2e::wait_until(
-        "orgctl's watch holds the slot",
-        Duration::from_secs(20),
-        || {
-            let attempt = try_watch(&mut jobs);
-            async move {
-                match attempt.await {
-                    Err(status) if error_reason(&status) == "WATCH_LIMIT_PER_CALLER" => Some(()),
-                    _ => None,
-                }
-            }
-        },
-    )
-    .await;
+    let held = try_watch(&mut jobs)
+        .await
+        .expect_err("orgctl holds the slot");
+    assert_eq!(error_reason(&held), "WATCH_LIMIT_PER_CALLER");
 
     let frozen_at = Instant::now();
     let stopped = std::process::Command::new("kill")
