@@ -15,7 +15,7 @@
 //! | PERMISSION_DENIED | `ORG_ACCESS_DENIED` | an `org` token naming an org it does not cover |
 //! | INVALID_ARGUMENT | `INVALID_FIELD` | a malformed request; the BadRequest names the field (`org_id`, `member_ids`, `member_ids[3]`, `member_id`, `page_size`, `page_token`) |
 //! | FAILED_PRECONDITION | `CUSTOM_SSO_DISALLOWED` | LinkSso for an org whose policy disallows custom SSO |
-//! | UNAVAILABLE | `DATABASE_BUSY` | the database stayed locked past the busy timeout; retry after the RetryInfo delay |
+//! | UNAVAILABLE | `DATABASE_BUSY` | the database stayed locked past the busy timeout, no pooled connection came free, or PostgreSQL failed transiently (a lost connection, a deadlock or serialization failure, `--db-statement-timeout`, a failover); retry after the RetryInfo delay |
 //! | UNAVAILABLE | `SHUTTING_DOWN` | the server is shutting down; retry on another replica or after restart |
 //! | INTERNAL | `INTERNAL` | anything else; the caller sees a generic message, the log has the details |
 //!
@@ -91,6 +91,20 @@ pub enum AuthError {
     #[error("cannot migrate the database schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 
+    /// The database holds migrations this binary does not know: a newer
+    /// release migrated it. Refused at startup rather than run against a
+    /// schema it does not understand.
+    #[error(
+        "database schema version {version} is newer than this binary (knows up to {known}); \
+         upgrade the binary"
+    )]
+    SchemaTooNew { version: i64, known: i64 },
+
+    /// PostgreSQL could not be reached, or refused the connection, at
+    /// startup. `target` is `HOST:PORT (database D, user U)`, never the URL.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect { target: String, reason: String },
+
     /// The directory of the SQLite file could not be created at startup.
     #[error("cannot create database directory {}: {source}", path.display())]
     CreateDir {
@@ -121,21 +135,37 @@ impl AuthError {
         matches!(self, AuthError::Storage(sqlx::Error::PoolClosed))
     }
 
-    /// Another writer held the database for longer than the busy timeout.
+    /// The database could not serve the call now but may soon: another
+    /// writer held it past the busy timeout, every pooled connection stayed
+    /// taken, or (PostgreSQL) a transient failure such as a lost connection.
     fn busy(&self) -> bool {
         let AuthError::Storage(err) = self else {
             return false;
         };
         match err {
-            // Every connection stayed busy.
+            // Every connection stayed busy (or none could be opened).
             sqlx::Error::PoolTimedOut => true,
-            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), in the low byte of the
-            // extended result code: another writer held the lock for longer
-            // than the busy timeout.
-            sqlx::Error::Database(db) => db
-                .code()
-                .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+            // The connection to PostgreSQL broke (a restart, a failover, the
+            // network); the pool opens a new one for the retry.
+            sqlx::Error::Io(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code();
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLITE_BUSY (5) and SQLITE_LOCKED (6), in the low byte
+                    // of the extended result code: another writer held the
+                    // lock for longer than the busy timeout.
+                    return code
+                        .and_then(|code| code.parse::<i32>().ok())
+                        .is_some_and(|code| matches!(code & 0xff, 5 | 6));
+                }
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                {
+                    return code.is_some_and(|code| pg_transient(&code));
+                }
+                false
+            }
             _ => false,
         }
     }
@@ -154,6 +184,8 @@ impl AuthError {
             _ if self.is_transient() => Code::Unavailable,
             AuthError::Storage(_)
             | AuthError::Migrate(_)
+            | AuthError::SchemaTooNew { .. }
+            | AuthError::Connect { .. }
             | AuthError::CreateDir { .. }
             | AuthError::Internal(_) => Code::Internal,
         }
@@ -172,10 +204,29 @@ impl AuthError {
             _ if self.busy() => "DATABASE_BUSY",
             AuthError::Storage(_)
             | AuthError::Migrate(_)
+            | AuthError::SchemaTooNew { .. }
+            | AuthError::Connect { .. }
             | AuthError::CreateDir { .. }
             | AuthError::Internal(_) => "INTERNAL",
         }
     }
+}
+
+/// Whether a PostgreSQL SQLSTATE names a failure that a retry of the same
+/// call may not meet.
+fn pg_transient(sqlstate: &str) -> bool {
+    matches!(
+        sqlstate,
+        // serialization_failure, deadlock_detected: another transaction won.
+        "40001" | "40P01"
+        // lock_not_available, query_canceled (statement_timeout).
+        | "55P03" | "57014"
+        // too_many_connections; admin_shutdown, crash_shutdown,
+        // cannot_connect_now (a restart or failover in progress).
+        | "53300" | "57P01" | "57P02" | "57P03"
+        // read_only_sql_transaction: connected to a standby mid-failover.
+        | "25006"
+    ) || sqlstate.starts_with("08") // connection_exception and its subclasses
 }
 
 impl From<AuthError> for Status {
@@ -202,6 +253,8 @@ impl From<AuthError> for Status {
             }
             AuthError::Storage(_)
             | AuthError::Migrate(_)
+            | AuthError::SchemaTooNew { .. }
+            | AuthError::Connect { .. }
             | AuthError::CreateDir { .. }
             | AuthError::Internal(_) => {
                 error!(error = %err, "request failed");
@@ -344,6 +397,40 @@ mod tests {
             (Code::Unavailable, "SHUTTING_DOWN".into(), None)
         );
         assert!(AuthError::Storage(sqlx::Error::PoolClosed).is_transient());
+    }
+
+    #[test]
+    fn transient_postgres_failures_are_told_apart_from_bugs() {
+        for sqlstate in [
+            "40001", "40P01", "55P03", "57014", "53300", "57P01", "57P03", "25006", "08006",
+            "08001",
+        ] {
+            assert!(pg_transient(sqlstate), "{sqlstate}");
+        }
+        // unique_violation, syntax_error, undefined_table, check_violation.
+        for sqlstate in ["23505", "42601", "42P01", "23514"] {
+            assert!(!pg_transient(sqlstate), "{sqlstate}");
+        }
+        // A dropped connection (a restart, a failover) is retried.
+        let lost = AuthError::Storage(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
+        assert_eq!(lost.code(), Code::Unavailable);
+        assert_eq!(lost.reason(), "DATABASE_BUSY");
+    }
+
+    #[test]
+    fn startup_refusals_say_what_to_do() {
+        let err = AuthError::SchemaTooNew {
+            version: 3,
+            known: 2,
+        };
+        assert_eq!(
+            err.to_string(),
+            "database schema version 3 is newer than this binary (knows up to 2); \
+             upgrade the binary"
+        );
+        assert_eq!(err.code(), Code::Internal);
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! - [`domain`]: the rules, free of transport and storage: ids, batch and
 //!   page limits, sealed page tokens, BatchUnlinkSso's per-member answers,
 //!   CheckSsoLogin's decision.
-//! - [`store`]: the [`AuthStore`](store::AuthStore) trait and its SQLite
-//!   implementation.
+//! - [`store`]: the [`AuthStore`](store::AuthStore) trait and its two
+//!   implementations, SQLite (one file, one replica) and PostgreSQL (one
+//!   database shared by several replicas), tested by one suite run twice.
 //! - [`error`]: the one error type, its one mapping to `tonic::Status`, and
 //!   the table of error reasons.
 //!
@@ -31,9 +32,11 @@
 //! the database, so they cannot be forged or moved to another org's listing.
 //!
 //! The invariant the rest of the system leans on: LinkSso checks the org's
-//! policy and inserts in one `BEGIN IMMEDIATE` transaction, so once
-//! SetOrgSsoPolicy(false) has returned no new link can appear, and a single
-//! pass of BatchUnlinkSso over an org's members leaves none linked.
+//! policy and inserts in one transaction serialized with SetOrgSsoPolicy
+//! (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: the policy row locked `FOR
+//! SHARE` against the policy upsert's exclusive row lock, across replicas),
+//! so once SetOrgSsoPolicy(false) has returned no new link can appear, and
+//! a single pass of BatchUnlinkSso over an org's members leaves none linked.
 
 pub mod app;
 pub mod config;

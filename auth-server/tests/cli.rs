@@ -23,9 +23,12 @@ use tonic_health::pb::health_client::HealthClient;
 const BIN: &str = env!("CARGO_BIN_EXE_auth-server");
 
 /// Environment variables that would override the flags under test.
-const ENV_VARS: [&str; 13] = [
+const ENV_VARS: [&str; 16] = [
     "AUTH_SERVER_LISTEN",
     "AUTH_SERVER_DATABASE",
+    "AUTH_SERVER_DB_MAX_CONNECTIONS",
+    "AUTH_SERVER_DB_STATEMENT_TIMEOUT",
+    "AUTH_SERVER_DB_CONNECT_TIMEOUT",
     "AUTH_SERVER_SHUTDOWN_GRACE",
     "AUTH_SERVER_TOKENS_FILE",
     "AUTH_SERVER_TLS_CERT",
@@ -59,6 +62,15 @@ fn help_documents_every_flag_and_its_environment_variable() {
         "--database",
         "[env: AUTH_SERVER_DATABASE=]",
         "[default: sqlite://data/auth.db]",
+        "postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+        "--db-max-connections <N>",
+        "[env: AUTH_SERVER_DB_MAX_CONNECTIONS=]",
+        "[default: 8]",
+        "--db-statement-timeout <DURATION>",
+        "[env: AUTH_SERVER_DB_STATEMENT_TIMEOUT=]",
+        "[default: 30s]",
+        "--db-connect-timeout <DURATION>",
+        "[env: AUTH_SERVER_DB_CONNECT_TIMEOUT=]",
         "--shutdown-grace",
         "[env: AUTH_SERVER_SHUTDOWN_GRACE=]",
         "[default: 10s]",
@@ -89,14 +101,17 @@ fn an_unsupported_database_fails_fast_without_echoing_the_url() {
             "--tokens-file",
             "/nonexistent/tokens",
             "--database",
-            "postgres://auth:hunter2@db/auth",
+            "mysql://auth:hunter2@db/auth",
         ])
         .output()
         .unwrap();
     assert!(!output.status.success());
     assert!(output.stdout.is_empty(), "nothing announced");
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("only sqlite://PATH"), "{stderr}");
+    assert!(
+        stderr.contains("mysql:// is not supported; use sqlite://PATH"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
@@ -209,7 +224,13 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, database: &str) -> Server {
-        let log = dir.join("auth-server.log");
+        Server::start_named(dir, "auth-server", database)
+    }
+
+    /// Starts another server in `dir` (a replica, say), logging to
+    /// `dir/NAME.log`, with the tokens of `dir/tokens` (rewritten).
+    fn start_named(dir: &Path, name: &str, database: &str) -> Server {
+        let log = dir.join(format!("{name}.log"));
         let (tokens_file, tokens) = write_tokens(dir);
         let mut child = command()
             .args(["--listen", "127.0.0.1:0", "--database", database])
@@ -368,4 +389,166 @@ async fn serves_on_an_announced_port_and_exits_0_on_sigterm() {
         signalled.elapsed()
     );
     drop(channel);
+}
+
+/// Runs the server against `database` and expects it to refuse to start
+/// before announcing an address; returns its log.
+fn refused_database(dir: &Path, database: &str, extra: &[&str]) -> String {
+    let (tokens_file, _) = write_tokens(dir);
+    let began = Instant::now();
+    let output = command()
+        .args(["--listen", "127.0.0.1:0", "--database", database])
+        .arg("--tokens-file")
+        .arg(&tokens_file)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run auth-server");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "started anyway: {stderr}");
+    assert!(!stdout.contains("listening"), "announced: {stdout}");
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    stderr
+}
+
+#[test]
+fn an_unreachable_postgres_refuses_to_start_naming_host_and_port() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stderr = refused_database(
+        dir.path(),
+        &format!("postgres://auth:hunter2@127.0.0.1:{port}/auth"),
+        &["--db-connect-timeout", "1s"],
+    );
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{port} (database auth, user auth): \
+             the host or port is unreachable"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+/// The binary on PostgreSQL: SetOrgSsoPolicy, LinkSso and a paged
+/// ListSsoConnections; a second replica on the same database continues the
+/// first one's page token (the key is shared) and sees its unlinks; after a
+/// newer release's migration lands, the binary refuses to start.
+#[tokio::test]
+async fn serves_on_postgres_and_refuses_a_newer_schema() {
+    let Some(pg) = orgauth_testkit::TempPostgres::start() else {
+        return;
+    };
+    let database = pg.create_database("auth");
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &database);
+    let channel = server.channel().await;
+    let mut service = AuthServiceClient::with_interceptor(
+        channel.clone(),
+        BearerToken::new(&server.tokens.service).unwrap(),
+    );
+    service
+        .set_org_sso_policy(pb::SetOrgSsoPolicyRequest {
+            org_id: "acme".into(),
+            allow_custom_sso: true,
+        })
+        .await
+        .unwrap();
+    let linked = service
+        .link_sso(pb::LinkSsoRequest {
+            org_id: "acme".into(),
+            member_ids: vec!["m3".into(), "m1".into(), "m2".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .linked;
+    assert_eq!(linked, 3);
+    let first = service
+        .list_sso_connections(pb::ListSsoConnectionsRequest {
+            org_id: "acme".into(),
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = first
+        .connections
+        .iter()
+        .map(|c| c.member_id.as_str())
+        .collect();
+    assert_eq!(ids, ["m1", "m2"]);
+    assert_eq!(first.total_size, 3);
+    assert!(!first.next_page_token.is_empty());
+
+    // A replica on the same database.
+    let replica = Server::start_named(dir.path(), "replica", &database);
+    let mut admin = AuthServiceClient::with_interceptor(
+        replica.channel().await,
+        BearerToken::new(&replica.tokens.admin).unwrap(),
+    );
+    let rest = admin
+        .list_sso_connections(pb::ListSsoConnectionsRequest {
+            org_id: "acme".into(),
+            page_size: 2,
+            page_token: first.next_page_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = rest
+        .connections
+        .iter()
+        .map(|c| c.member_id.as_str())
+        .collect();
+    assert_eq!(ids, ["m3"]);
+    assert!(rest.next_page_token.is_empty(), "the last page");
+
+    // Disallow through one, then LinkSso through the other is refused.
+    service
+        .set_org_sso_policy(pb::SetOrgSsoPolicyRequest {
+            org_id: "acme".into(),
+            allow_custom_sso: false,
+        })
+        .await
+        .unwrap();
+    let status = admin
+        .link_sso(pb::LinkSsoRequest {
+            org_id: "acme".into(),
+            member_ids: vec!["m4".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+
+    server.signal("TERM");
+    assert_eq!(server.wait(Duration::from_secs(10)).await.code(), Some(0));
+    drop(replica);
+
+    // A newer release migrated the database: this binary must not serve it.
+    pg.psql(
+        "auth",
+        "INSERT INTO _sqlx_migrations \
+         (version, description, success, checksum, execution_time) \
+         VALUES (20991231000000, 'from the future', true, '\\x00'::bytea, 0)",
+    );
+    let stderr = refused_database(dir.path(), &database, &[]);
+    assert!(
+        stderr.contains(
+            "database schema version 20991231000000 is newer than this binary \
+             (knows up to 2); upgrade the binary"
+        ),
+        "{stderr}"
+    );
 }

@@ -1,18 +1,30 @@
 //! Storage of SSO policies and connections: the [`AuthStore`] trait, which
-//! speaks only domain types, and the backend behind it.
+//! speaks only domain types, and the backends behind it.
 //!
-//! SQL lives in the backends. Only SQLite exists today ([`sqlite`]); a
-//! PostgreSQL backend will implement the same trait, and the same tests.
+//! SQL lives in the backends: [`sqlite`] (one file, one machine) and
+//! [`postgres`] (one database shared by several replicas). Both pass the
+//! same tests (`store::tests`, run once per backend). Each keeps its
+//! migrations in its own folder (`migrations/sqlite`, `migrations/postgres`)
+//! with the same version numbers, and both refuse to open a database whose
+//! schema is newer than the binary ([`check_schema_version`]).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::migrate::{MigrateError, Migrator};
 
-use crate::config::DatabaseUrl;
+use crate::config::{Config, DatabaseUrl};
 use crate::domain::{LinkBatch, MemberId, Micros, OrgId, SsoConnection, SsoPolicy};
 use crate::error::AuthError;
 
+pub mod postgres;
 pub mod sqlite;
+
+#[cfg(test)]
+mod tests;
 
 /// What every storage backend provides.
 ///
@@ -103,9 +115,111 @@ pub struct LoginFacts {
     pub linked: bool,
 }
 
-/// Opens the store `url` names, creating and migrating it as needed.
-pub async fn open(url: &DatabaseUrl) -> Result<Arc<dyn AuthStore>, AuthError> {
-    match url {
-        DatabaseUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+/// How to size and bound the connections to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Pooled connections. PostgreSQL: the whole pool. SQLite: the readers
+    /// beside the one writer.
+    pub max_connections: u32,
+    /// PostgreSQL's `statement_timeout` on every pooled connection;
+    /// [`Duration::ZERO`] turns it off. SQLite ignores it.
+    pub statement_timeout: Duration,
+    /// PostgreSQL: how long to wait for the database at start, and for a
+    /// pooled connection at run time. SQLite ignores it.
+    pub connect_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    /// The defaults of the command line.
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 8,
+            statement_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
     }
+}
+
+impl StoreOptions {
+    /// The options the flags ask for.
+    pub fn from_config(config: &Config) -> Self {
+        StoreOptions {
+            max_connections: config.db_max_connections,
+            statement_timeout: config.db_statement_timeout,
+            connect_timeout: config.db_connect_timeout,
+        }
+    }
+}
+
+/// Opens the store `url` names, creating and migrating it as needed.
+///
+/// Fails with [`AuthError::Connect`] when PostgreSQL cannot be reached, and
+/// with [`AuthError::SchemaTooNew`] when the database was migrated by a
+/// newer release.
+pub async fn open(
+    url: &DatabaseUrl,
+    options: &StoreOptions,
+) -> Result<Arc<dyn AuthStore>, AuthError> {
+    match url {
+        DatabaseUrl::Sqlite(path) => Ok(Arc::new(
+            sqlite::SqliteStore::open_with_options(path, options).await?,
+        )),
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(postgres::PgStore::open(url, options).await?)),
+    }
+}
+
+/// Refuses a database that a newer binary has migrated: one whose
+/// `_sqlx_migrations` table (read by the backend, `applied`) holds a version
+/// above every version `migrator` knows. Checked before migrating, so the
+/// binary neither runs against a schema it does not understand nor leaves
+/// sqlx's less helpful "previously applied but missing" as the only
+/// message.
+pub fn check_schema_version(applied: &[i64], migrator: &Migrator) -> Result<(), AuthError> {
+    let known = newest_known(migrator);
+    match applied.iter().copied().max() {
+        Some(version) if version > known => Err(AuthError::SchemaTooNew { version, known }),
+        _ => Ok(()),
+    }
+}
+
+/// Turns sqlx's refusal of an unknown applied migration into
+/// [`AuthError::SchemaTooNew`] when it is a newer one: a replica of a newer
+/// release may have migrated the database between
+/// [`check_schema_version`] and the migrator taking its lock.
+pub fn migrate_error(err: MigrateError, migrator: &Migrator) -> AuthError {
+    let known = newest_known(migrator);
+    match err {
+        MigrateError::VersionMissing(version) if version > known => {
+            AuthError::SchemaTooNew { version, known }
+        }
+        other => AuthError::Migrate(other),
+    }
+}
+
+/// Applies `migrator`'s pending migrations on `conn`.
+///
+/// The future is boxed at one concrete lifetime: awaiting
+/// `Migrator::run` directly inside `open` makes rustc fail to prove the
+/// server's future `Send` ("implementation of `Acquire` is not general
+/// enough") where it is spawned.
+pub(crate) fn run_migrations<'c, C>(
+    migrator: &'static Migrator,
+    conn: &'c mut C,
+) -> Pin<Box<dyn Future<Output = Result<(), MigrateError>> + Send + 'c>>
+where
+    C: Send,
+    &'c mut C: sqlx::Acquire<'c>,
+    <<&'c mut C as sqlx::Acquire<'c>>::Connection as std::ops::Deref>::Target:
+        sqlx::migrate::Migrate,
+{
+    Box::pin(migrator.run(conn))
+}
+
+/// The highest migration version `migrator` embeds.
+fn newest_known(migrator: &Migrator) -> i64 {
+    migrator
+        .iter()
+        .map(|migration| migration.version)
+        .max()
+        .unwrap_or(0)
 }

@@ -11,19 +11,21 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 use tracing::info;
 
-use super::{AuthStore, LoginFacts};
+use super::{AuthStore, LoginFacts, StoreOptions, check_schema_version, migrate_error};
 use crate::domain::{LinkBatch, MemberId, Micros, OrgId, SsoConnection, SsoPolicy};
 use crate::error::AuthError;
 
-/// Pooled connections. SQLite runs one writer at a time whatever this is;
-/// the rest serve reads (ListSsoConnections, CheckSsoLogin) alongside it.
-const MAX_CONNECTIONS: u32 = 8;
+/// The schema, embedded at build time. Version numbers match the PostgreSQL
+/// backend's migrations one for one.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a statement waits for another connection's write lock before
 /// failing with SQLITE_BUSY (answered as UNAVAILABLE, so callers retry).
@@ -47,12 +49,24 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens the database file at `path`, creating it and its parent
-    /// directories if missing, and applies pending migrations.
+    /// directories if missing, and applies pending migrations, with the
+    /// default [`StoreOptions`].
     pub async fn open(path: &Path) -> Result<Self, AuthError> {
-        Self::open_with(path, BUSY_TIMEOUT).await
+        Self::open_with_options(path, &StoreOptions::default()).await
     }
 
-    async fn open_with(path: &Path, busy_timeout: Duration) -> Result<Self, AuthError> {
+    /// Opens as [`SqliteStore::open`] does, with `options.max_connections`
+    /// readers beside the one writer. Refuses ([`AuthError::SchemaTooNew`])
+    /// a database a newer binary has migrated.
+    pub async fn open_with_options(path: &Path, options: &StoreOptions) -> Result<Self, AuthError> {
+        Self::open_with(path, options.max_connections, BUSY_TIMEOUT).await
+    }
+
+    async fn open_with(
+        path: &Path,
+        max_connections: u32,
+        busy_timeout: Duration,
+    ) -> Result<Self, AuthError> {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
@@ -75,10 +89,16 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        {
+            let mut conn = writer.acquire().await?;
+            check_schema_version(&applied_versions(&mut conn).await?, &MIGRATOR)?;
+            super::run_migrations(&MIGRATOR, &mut *conn)
+                .await
+                .map_err(|err| migrate_error(err, &MIGRATOR))?;
+        }
         let pool = SqlitePoolOptions::new()
             .test_before_acquire(false)
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(max_connections)
             .connect_with(options)
             .await?;
         info!(path = %path.display(), "opened sqlite database");
@@ -89,6 +109,22 @@ impl SqliteStore {
     async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>, AuthError> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
+}
+
+/// The migration versions recorded in the database; none in a new one.
+async fn applied_versions(conn: &mut SqliteConnection) -> Result<Vec<i64>, AuthError> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+         WHERE type = 'table' AND name = '_sqlx_migrations')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 /// A batch of member ids as the JSON array `json_each` expands.
@@ -333,8 +369,10 @@ impl AuthStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    //! SQLite only: its pragmas, its query plan, its busy lock. The behaviour
+    //! both backends share is tested once, in `store::tests`.
+
     use super::*;
-    use crate::domain::UnlinkBatch;
 
     async fn store() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -346,14 +384,6 @@ mod tests {
 
     fn org(id: &str) -> OrgId {
         OrgId::parse(id.to_owned()).unwrap()
-    }
-
-    fn member(id: &str) -> MemberId {
-        MemberId::new(id.to_owned()).unwrap()
-    }
-
-    fn members(ids: &[&str]) -> Vec<MemberId> {
-        ids.iter().map(|id| member(id)).collect()
     }
 
     fn batch(ids: &[&str]) -> LinkBatch {
@@ -375,29 +405,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_page_token_key_is_random_once_and_then_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("auth.db");
-        let store = SqliteStore::open(&path).await.unwrap();
-        let key = store.page_token_key().await.unwrap();
-        assert_eq!(key.len(), 32);
-        assert_ne!(key, vec![0; 32]);
-        assert_eq!(store.page_token_key().await.unwrap(), key);
-        // Another process on the same file (a replica, or after a restart).
-        let other = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(other.page_token_key().await.unwrap(), key);
-        store.close().await;
-        other.close().await;
-        let reopened = SqliteStore::open(&path).await.unwrap();
-        assert_eq!(reopened.page_token_key().await.unwrap(), key);
-
-        let elsewhere = SqliteStore::open(&dir.path().join("other.db"))
-            .await
-            .unwrap();
-        assert_ne!(elsewhere.page_token_key().await.unwrap(), key);
-    }
-
-    #[tokio::test]
     async fn pragmas_favour_durability() {
         let (store, _dir) = store().await;
         let mut conn = store.pool.acquire().await.unwrap();
@@ -416,117 +423,6 @@ mod tests {
         assert_eq!(journal, "wal");
         assert_eq!(synchronous, 2, "synchronous=FULL");
         assert_eq!(foreign_keys, 1);
-    }
-
-    #[tokio::test]
-    async fn policies_are_upserted() {
-        let (store, _dir) = store().await;
-        let acme = org("acme");
-        assert_eq!(store.get_policy(&acme).await.unwrap(), None);
-
-        let set = store.set_policy(&acme, true, 10).await.unwrap();
-        assert_eq!(
-            set,
-            SsoPolicy {
-                org_id: acme.clone(),
-                allow_custom_sso: true,
-                update_time: Some(10)
-            }
-        );
-        let set = store.set_policy(&acme, false, 20).await.unwrap();
-        assert!(!set.allow_custom_sso);
-        assert_eq!(store.get_policy(&acme).await.unwrap(), Some(set));
-    }
-
-    #[tokio::test]
-    async fn link_is_refused_for_an_unknown_org_and_after_policy_false() {
-        let (store, _dir) = store().await;
-        let acme = org("acme");
-        let err = store.link(&acme, &batch(&["m1"]), 1).await.unwrap_err();
-        assert!(
-            matches!(err, AuthError::CustomSsoDisallowed { .. }),
-            "{err:?}"
-        );
-
-        store.set_policy(&acme, true, 1).await.unwrap();
-        assert_eq!(store.link(&acme, &batch(&["m1"]), 2).await.unwrap(), 1);
-
-        store.set_policy(&acme, false, 3).await.unwrap();
-        let err = store.link(&acme, &batch(&["m2"]), 4).await.unwrap_err();
-        assert!(
-            matches!(err, AuthError::CustomSsoDisallowed { .. }),
-            "{err:?}"
-        );
-        assert_eq!(
-            store.count_connections(&acme).await.unwrap(),
-            1,
-            "m2 not linked"
-        );
-    }
-
-    #[tokio::test]
-    async fn link_counts_only_new_links() {
-        let (store, _dir) = store().await;
-        let acme = org("acme");
-        store.set_policy(&acme, true, 1).await.unwrap();
-        assert_eq!(store.link(&acme, &batch(&["a", "b"]), 2).await.unwrap(), 2);
-        assert_eq!(store.link(&acme, &batch(&["b", "c"]), 3).await.unwrap(), 1);
-        let listed = store.list_connections(&acme, None, 10).await.unwrap();
-        let times: Vec<(&str, Micros)> = listed
-            .iter()
-            .map(|c| (c.member_id.as_str(), c.create_time))
-            .collect();
-        assert_eq!(
-            times,
-            vec![("a", 2), ("b", 2), ("c", 3)],
-            "relinking keeps the first time"
-        );
-    }
-
-    #[tokio::test]
-    async fn connections_are_per_org() {
-        let (store, _dir) = store().await;
-        for id in ["acme", "globex"] {
-            store.set_policy(&org(id), true, 1).await.unwrap();
-        }
-        store
-            .link(&org("acme"), &batch(&["m1", "m2"]), 1)
-            .await
-            .unwrap();
-        store
-            .link(&org("globex"), &batch(&["m1"]), 1)
-            .await
-            .unwrap();
-
-        let unlinked = store
-            .unlink(&org("globex"), &members(&["m1", "m2"]))
-            .await
-            .unwrap();
-        assert_eq!(unlinked, members(&["m1"]));
-        assert_eq!(store.count_connections(&org("acme")).await.unwrap(), 2);
-        assert_eq!(store.count_connections(&org("globex")).await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn unlink_returns_what_it_deleted_and_replays_delete_nothing() {
-        let (store, _dir) = store().await;
-        let acme = org("acme");
-        store.set_policy(&acme, true, 1).await.unwrap();
-        store.link(&acme, &batch(&["a", "c"]), 1).await.unwrap();
-        store.set_policy(&acme, false, 2).await.unwrap();
-
-        let batch = UnlinkBatch::parse(vec!["c".into(), "b".into(), "a".into()]).unwrap();
-        let mut unlinked = store.unlink(&acme, batch.to_unlink()).await.unwrap();
-        unlinked.sort();
-        assert_eq!(unlinked, members(&["a", "c"]));
-        assert!(
-            store
-                .unlink(&acme, batch.to_unlink())
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(store.count_connections(&acme).await.unwrap(), 0);
     }
 
     #[tokio::test]
@@ -560,74 +456,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pages_walk_member_id_order() {
-        let (store, _dir) = store().await;
-        let acme = org("acme");
-        let ids: Vec<MemberId> = (0..25).rev().map(|i| member(&format!("m{i:03}"))).collect();
-        assert_eq!(store.seed_connections(&acme, &ids, 7).await.unwrap(), 25);
-
-        let first = store.list_connections(&acme, None, 10).await.unwrap();
-        assert_eq!(first.len(), 10);
-        assert_eq!(first[0].member_id.as_str(), "m000");
-        let rest = store
-            .list_connections(&acme, Some(&first[9].member_id), 100)
-            .await
-            .unwrap();
-        assert_eq!(rest.len(), 15);
-        assert_eq!(rest[0].member_id.as_str(), "m010");
-    }
-
-    #[tokio::test]
-    async fn seeding_ignores_the_policy_and_spans_statements() {
-        let (store, _dir) = store().await;
-        let acme = org("acme");
-        let ids: Vec<MemberId> = (0..SEED_CHUNK + 5)
-            .map(|i| member(&format!("m{i:06}")))
-            .collect();
-        assert_eq!(
-            store.seed_connections(&acme, &ids, 1).await.unwrap(),
-            u64::try_from(ids.len()).unwrap()
-        );
-        assert_eq!(
-            store.seed_connections(&acme, &ids[..3], 1).await.unwrap(),
-            0
-        );
-        assert_eq!(
-            store.count_connections(&acme).await.unwrap(),
-            u64::try_from(ids.len()).unwrap()
-        );
-    }
-
-    #[tokio::test]
-    async fn login_facts_read_policy_and_link() {
-        let (store, _dir) = store().await;
-        let acme = org("acme");
-        let m1 = member("m1");
-        let facts = store.login_facts(&acme, &m1).await.unwrap();
-        assert_eq!(
-            facts,
-            LoginFacts {
-                policy_allows: false,
-                linked: false
-            }
-        );
-        store.set_policy(&acme, true, 1).await.unwrap();
-        store.link(&acme, &batch(&["m1"]), 1).await.unwrap();
-        let facts = store.login_facts(&acme, &m1).await.unwrap();
-        assert_eq!(
-            facts,
-            LoginFacts {
-                policy_allows: true,
-                linked: true
-            }
-        );
-    }
-
-    #[tokio::test]
     async fn a_held_write_lock_is_a_transient_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("auth.db");
-        let store = SqliteStore::open_with(&path, Duration::from_millis(50))
+        let store = SqliteStore::open_with(&path, 8, Duration::from_millis(50))
             .await
             .unwrap();
         store.set_policy(&org("acme"), true, 1).await.unwrap();
