@@ -117,6 +117,19 @@ pub enum AuthError {
     Internal(String),
 }
 
+impl From<orgauth_runtime::schema::MigrationError> for AuthError {
+    fn from(err: orgauth_runtime::schema::MigrationError) -> Self {
+        use orgauth_runtime::schema::MigrationError;
+        match err {
+            MigrationError::SchemaTooNew { version, known } => {
+                AuthError::SchemaTooNew { version, known }
+            }
+            MigrationError::Migrate(err) => AuthError::Migrate(err),
+            MigrationError::Read(err) => AuthError::Storage(err),
+        }
+    }
+}
+
 impl AuthError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         AuthError::InvalidArgument {

@@ -87,6 +87,13 @@ pub enum Error {
     /// A bug or broken invariant; details are logged, not returned.
     #[error("internal error: {0}")]
     Internal(String),
+
+    /// At start: the database was migrated by a newer release.
+    #[error(
+        "database schema version {version} is newer than this binary (knows up to {known}); \
+         upgrade the binary"
+    )]
+    SchemaTooNew { version: i64, known: i64 },
 }
 
 /// What a NOT_FOUND was looking for.
@@ -167,7 +174,10 @@ impl Error {
             },
             Error::Unavailable(_) => "SHUTTING_DOWN",
             Error::Storage(sqlx::Error::PoolTimedOut) => "DATABASE_BUSY",
-            Error::Storage(_) | Error::LeaseLost { .. } | Error::Internal(_) => "INTERNAL",
+            Error::Storage(_)
+            | Error::LeaseLost { .. }
+            | Error::Internal(_)
+            | Error::SchemaTooNew { .. } => "INTERNAL",
         }
     }
 
@@ -175,6 +185,19 @@ impl Error {
         Error::InvalidArgument {
             field: field.into(),
             reason: reason.into(),
+        }
+    }
+}
+
+impl From<orgauth_runtime::schema::MigrationError> for Error {
+    fn from(err: orgauth_runtime::schema::MigrationError) -> Self {
+        use orgauth_runtime::schema::MigrationError;
+        match err {
+            MigrationError::SchemaTooNew { version, known } => {
+                Error::SchemaTooNew { version, known }
+            }
+            MigrationError::Migrate(err) => err.into(),
+            MigrationError::Read(err) => Error::Storage(err),
         }
     }
 }

@@ -11,8 +11,10 @@
 //! - [`access`]: bearer-token authentication at the transport edge.
 //! - [`status`]: statuses with google.rpc error details.
 //! - [`transport`]: TLS, mutual TLS and transport limits.
+//! - [`schema`]: migrating at start; refusing a schema newer than the binary.
 
 pub mod access;
+pub mod schema;
 pub mod status;
 pub mod transport;
 

@@ -6,15 +6,12 @@
 //! same tests (`store::tests`, run once per backend). Each keeps its
 //! migrations in its own folder (`migrations/sqlite`, `migrations/postgres`)
 //! with the same version numbers, and both refuse to open a database whose
-//! schema is newer than the binary ([`check_schema_version`]).
+//! schema is newer than the binary (`orgauth_runtime::schema`).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::migrate::{MigrateError, Migrator};
 
 use crate::config::{Config, DatabaseUrl};
 use crate::domain::{LinkBatch, MemberId, Micros, OrgId, SsoConnection, SsoPolicy};
@@ -166,60 +163,4 @@ pub async fn open(
         )),
         DatabaseUrl::Postgres(url) => Ok(Arc::new(postgres::PgStore::open(url, options).await?)),
     }
-}
-
-/// Refuses a database that a newer binary has migrated: one whose
-/// `_sqlx_migrations` table (read by the backend, `applied`) holds a version
-/// above every version `migrator` knows. Checked before migrating, so the
-/// binary neither runs against a schema it does not understand nor leaves
-/// sqlx's less helpful "previously applied but missing" as the only
-/// message.
-pub fn check_schema_version(applied: &[i64], migrator: &Migrator) -> Result<(), AuthError> {
-    let known = newest_known(migrator);
-    match applied.iter().copied().max() {
-        Some(version) if version > known => Err(AuthError::SchemaTooNew { version, known }),
-        _ => Ok(()),
-    }
-}
-
-/// Turns sqlx's refusal of an unknown applied migration into
-/// [`AuthError::SchemaTooNew`] when it is a newer one: a replica of a newer
-/// release may have migrated the database between
-/// [`check_schema_version`] and the migrator taking its lock.
-pub fn migrate_error(err: MigrateError, migrator: &Migrator) -> AuthError {
-    let known = newest_known(migrator);
-    match err {
-        MigrateError::VersionMissing(version) if version > known => {
-            AuthError::SchemaTooNew { version, known }
-        }
-        other => AuthError::Migrate(other),
-    }
-}
-
-/// Applies `migrator`'s pending migrations on `conn`.
-///
-/// The future is boxed at one concrete lifetime: awaiting
-/// `Migrator::run` directly inside `open` makes rustc fail to prove the
-/// server's future `Send` ("implementation of `Acquire` is not general
-/// enough") where it is spawned.
-pub(crate) fn run_migrations<'c, C>(
-    migrator: &'static Migrator,
-    conn: &'c mut C,
-) -> Pin<Box<dyn Future<Output = Result<(), MigrateError>> + Send + 'c>>
-where
-    C: Send,
-    &'c mut C: sqlx::Acquire<'c>,
-    <<&'c mut C as sqlx::Acquire<'c>>::Connection as std::ops::Deref>::Target:
-        sqlx::migrate::Migrate,
-{
-    Box::pin(migrator.run(conn))
-}
-
-/// The highest migration version `migrator` embeds.
-fn newest_known(migrator: &Migrator) -> i64 {
-    migrator
-        .iter()
-        .map(|migration| migration.version)
-        .max()
-        .unwrap_or(0)
 }

@@ -84,7 +84,7 @@ use sqlx::{Connection, Postgres, Transaction};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{AuthStore, LoginFacts, StoreOptions, check_schema_version, migrate_error};
+use super::{AuthStore, LoginFacts, StoreOptions};
 use crate::config::postgres_address;
 use crate::domain::{LinkBatch, MemberId, Micros, OrgId, SsoConnection, SsoPolicy};
 use crate::error::AuthError;
@@ -239,25 +239,7 @@ fn connect_error(err: &sqlx::Error, target: &str, timeout: Duration) -> AuthErro
 
 /// Refuses a newer schema, then applies pending migrations.
 async fn migrate(conn: &mut PgConnection) -> Result<(), AuthError> {
-    check_schema_version(&applied_versions(conn).await?, &MIGRATOR)?;
-    super::run_migrations(&MIGRATOR, conn)
-        .await
-        .map_err(|err| migrate_error(err, &MIGRATOR))
-}
-
-/// The migration versions recorded in the database; none in a new one.
-/// sqlx creates `_sqlx_migrations` unqualified, so it is looked up through
-/// the search path as sqlx will.
-async fn applied_versions(conn: &mut PgConnection) -> Result<Vec<i64>, AuthError> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(&mut *conn)
-        .await?;
-    if !exists {
-        return Ok(Vec::new());
-    }
-    Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
-        .fetch_all(&mut *conn)
-        .await?)
+    Ok(orgauth_runtime::schema::migrate_postgres(&MIGRATOR, conn).await?)
 }
 
 /// `statement_timeout` as PostgreSQL reads it: whole milliseconds, rounded

@@ -13,13 +13,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 use tracing::info;
 
-use super::{AuthStore, LoginFacts, StoreOptions, check_schema_version, migrate_error};
+use super::{AuthStore, LoginFacts, StoreOptions};
 use crate::domain::{LinkBatch, MemberId, Micros, OrgId, SsoConnection, SsoPolicy};
 use crate::error::AuthError;
 
@@ -91,10 +90,7 @@ impl SqliteStore {
             .await?;
         {
             let mut conn = writer.acquire().await?;
-            check_schema_version(&applied_versions(&mut conn).await?, &MIGRATOR)?;
-            super::run_migrations(&MIGRATOR, &mut *conn)
-                .await
-                .map_err(|err| migrate_error(err, &MIGRATOR))?;
+            orgauth_runtime::schema::migrate_sqlite(&MIGRATOR, &mut conn).await?;
         }
         let pool = SqlitePoolOptions::new()
             .test_before_acquire(false)
@@ -109,22 +105,6 @@ impl SqliteStore {
     async fn begin_immediate(&self) -> Result<Transaction<'static, Sqlite>, AuthError> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
-}
-
-/// The migration versions recorded in the database; none in a new one.
-async fn applied_versions(conn: &mut SqliteConnection) -> Result<Vec<i64>, AuthError> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master \
-         WHERE type = 'table' AND name = '_sqlx_migrations')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if !exists {
-        return Ok(Vec::new());
-    }
-    Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
-        .fetch_all(&mut *conn)
-        .await?)
 }
 
 /// A batch of member ids as the JSON array `json_each` expands.

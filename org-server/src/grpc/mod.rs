@@ -53,7 +53,7 @@ impl From<Error> for Status {
                 error!(error = %inner, "storage error");
                 problem.status(Code::Internal, "internal storage error")
             }
-            Error::LeaseLost { .. } | Error::Internal(_) => {
+            Error::LeaseLost { .. } | Error::Internal(_) | Error::SchemaTooNew { .. } => {
                 error!(error = %err, "internal error");
                 problem.status(Code::Internal, "internal error")
             }

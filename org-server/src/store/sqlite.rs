@@ -92,7 +92,11 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(connect.clone())
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        {
+            static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+            let mut conn = writer.acquire().await?;
+            orgauth_runtime::schema::migrate_sqlite(&MIGRATOR, &mut conn).await?;
+        }
         let pool = SqlitePoolOptions::new()
             .test_before_acquire(false)
             .max_connections(options.max_connections.max(1))
@@ -783,5 +787,50 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database that a newer release migrated is refused at start, with
+    /// a message saying so, instead of being served.
+    #[tokio::test]
+    async fn a_schema_newer_than_the_binary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("org.db");
+        let path = path.to_str().unwrap();
+        let store = SqliteStore::open(path, &StoreOptions::default())
+            .await
+            .unwrap();
+        drop(store);
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{path}"))
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (9999, 'from the future', 1, X'00', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let err = SqliteStore::open(path, &StoreOptions::default())
+            .await
+            .err()
+            .expect("a newer schema is refused");
+        assert!(
+            matches!(
+                err,
+                Error::SchemaTooNew {
+                    version: 9999,
+                    known: 2
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("upgrade the binary"), "{err}");
     }
 }
