@@ -164,3 +164,50 @@ pub async fn open(
         DatabaseUrl::Postgres(url) => Ok(Arc::new(postgres::PgStore::open(url, options).await?)),
     }
 }
+
+// Rows both backends read, and their conversion to domain values.
+
+/// Parses a member id read back from the database. Every stored id was
+/// validated on the way in, so a failure here means corruption.
+fn stored_member_id(value: String) -> Result<MemberId, AuthError> {
+    MemberId::new(value)
+        .map_err(|reason| AuthError::Internal(format!("stored member id does not parse: {reason}")))
+}
+
+/// A row count as the domain holds it.
+fn connection_count(count: i64) -> Result<u64, AuthError> {
+    u64::try_from(count)
+        .map_err(|_| AuthError::Internal(format!("negative connection count {count}")))
+}
+
+#[derive(sqlx::FromRow)]
+struct PolicyRow {
+    allow_custom_sso: bool,
+    update_time: i64,
+}
+
+impl PolicyRow {
+    fn into_policy(self, org_id: &OrgId) -> SsoPolicy {
+        SsoPolicy {
+            org_id: org_id.clone(),
+            allow_custom_sso: self.allow_custom_sso,
+            update_time: Some(self.update_time),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ConnectionRow {
+    member_id: String,
+    create_time: i64,
+}
+
+impl ConnectionRow {
+    fn into_connection(self, org_id: &OrgId) -> Result<SsoConnection, AuthError> {
+        Ok(SsoConnection {
+            org_id: org_id.clone(),
+            member_id: stored_member_id(self.member_id)?,
+            create_time: self.create_time,
+        })
+    }
+}

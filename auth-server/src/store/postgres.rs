@@ -84,7 +84,10 @@ use sqlx::{Connection, Postgres, Transaction};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{AuthStore, LoginFacts, StoreOptions};
+use super::{
+    AuthStore, ConnectionRow, LoginFacts, PolicyRow, StoreOptions, connection_count,
+    stored_member_id,
+};
 use crate::config::postgres_address;
 use crate::domain::{LinkBatch, MemberId, Micros, OrgId, SsoConnection, SsoPolicy};
 use crate::error::AuthError;
@@ -264,35 +267,6 @@ fn id_array(member_ids: &[MemberId]) -> Vec<&str> {
     member_ids.iter().map(MemberId::as_str).collect()
 }
 
-/// Parses a member id read back from the database. Every stored id was
-/// validated on the way in, so a failure here means corruption.
-fn stored_member_id(value: String) -> Result<MemberId, AuthError> {
-    MemberId::new(value)
-        .map_err(|reason| AuthError::Internal(format!("stored member id does not parse: {reason}")))
-}
-
-#[derive(sqlx::FromRow)]
-struct PolicyRow {
-    allow_custom_sso: bool,
-    update_time: i64,
-}
-
-impl PolicyRow {
-    fn into_policy(self, org_id: &OrgId) -> SsoPolicy {
-        SsoPolicy {
-            org_id: org_id.clone(),
-            allow_custom_sso: self.allow_custom_sso,
-            update_time: Some(self.update_time),
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct ConnectionRow {
-    member_id: String,
-    create_time: i64,
-}
-
 /// Inserts connections for `ids`, skipping members already linked; returns
 /// how many were new.
 async fn insert_connections(
@@ -419,13 +393,7 @@ impl AuthStore for PgStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|row| {
-                Ok(SsoConnection {
-                    org_id: org_id.clone(),
-                    member_id: stored_member_id(row.member_id)?,
-                    create_time: row.create_time,
-                })
-            })
+            .map(|row| row.into_connection(org_id))
             .collect()
     }
 
@@ -435,8 +403,7 @@ impl AuthStore for PgStore {
                 .bind(org_id.as_str())
                 .fetch_one(&self.pool)
                 .await?;
-        u64::try_from(count)
-            .map_err(|_| AuthError::Internal(format!("negative connection count {count}")))
+        connection_count(count)
     }
 
     async fn login_facts(
