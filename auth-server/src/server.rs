@@ -485,10 +485,15 @@ mod tests {
             })
             .await
             .unwrap_err();
-        // tonic's codec refuses it before the handler runs, as OUT_OF_RANGE.
-        assert!(
-            matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
-            "{status:?}"
+        // tonic's codec refuses it before the handler runs (OUT_OF_RANGE);
+        // the DetailsLayer turns that into RESOURCE_EXHAUSTED with a reason.
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert_eq!(
+            status
+                .get_error_details()
+                .error_info()
+                .map(|i| i.reason.as_str()),
+            Some("MESSAGE_TOO_LARGE")
         );
         let listed = service
             .list_sso_connections(pb::ListSsoConnectionsRequest {
