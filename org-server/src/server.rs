@@ -13,7 +13,7 @@ use std::sync::Arc;
 use orgauth_proto::org::v1::job_service_server::JobServiceServer;
 use orgauth_proto::org::v1::org_service_server::OrgServiceServer;
 use orgauth_runtime::access::{Authenticator, BearerToken};
-use orgauth_runtime::transport::{ClientTls, TlsError};
+use orgauth_runtime::transport::{ClientTls, GrpcServer, TlsError};
 use orgauth_security::{TokenFileError, TokenSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +60,8 @@ pub struct OrgServer {
     store: Arc<dyn Store>,
     app: Arc<App>,
     authenticator: Authenticator,
+    /// Limits and TLS applied; built here so a bad TLS file fails `build`.
+    server: GrpcServer,
     pool: Option<Arc<WorkerPool>>,
     stop: CancellationToken,
 }
@@ -131,7 +133,7 @@ impl OrgServer {
         // Everything read from files is checked before storage is opened,
         // so a typo fails fast and before the address is announced.
         let tokens = TokenSet::load(&config.serve.tokens_file)?;
-        config.serve.tls()?;
+        let server = config.serve.server(ERROR_DOMAIN)?;
         let auth_token = if config.workers > 0 {
             Some(auth_token(&config)?)
         } else {
@@ -203,6 +205,7 @@ impl OrgServer {
             store,
             app,
             authenticator: Authenticator::new(tokens, ERROR_DOMAIN),
+            server,
             pool,
             stop,
         })
@@ -220,6 +223,7 @@ impl OrgServer {
             store,
             app,
             authenticator,
+            mut server,
             pool,
             stop,
         } = self;
@@ -278,9 +282,7 @@ impl OrgServer {
         let jobs = JobServiceServer::new(JobGrpc { app })
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
-        let serve = config
-            .serve
-            .server(ERROR_DOMAIN)?
+        let serve = server
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
