@@ -117,6 +117,16 @@ pub enum AuthError {
     Internal(String),
 }
 
+impl From<orgauth_runtime::database::DatabaseError> for AuthError {
+    fn from(err: orgauth_runtime::database::DatabaseError) -> Self {
+        use orgauth_runtime::database::DatabaseError;
+        match err {
+            DatabaseError::Connect { target, reason } => AuthError::Connect { target, reason },
+            DatabaseError::Schema(err) => err.into(),
+        }
+    }
+}
+
 impl From<orgauth_runtime::schema::MigrationError> for AuthError {
     fn from(err: orgauth_runtime::schema::MigrationError) -> Self {
         use orgauth_runtime::schema::MigrationError;

@@ -83,8 +83,7 @@ impl AuthServer {
             "loaded tokens"
         );
         let server = config.serve.server(ERROR_DOMAIN)?;
-        let store =
-            store::open(&config.database, &store::StoreOptions::from_config(&config)).await?;
+        let store = store::open(&config.database, &config.db.options()).await?;
         let app = App::open(Arc::clone(&store)).await?;
         Ok(AuthServer {
             config,

@@ -12,8 +12,10 @@
 //! - [`status`]: statuses with google.rpc error details.
 //! - [`transport`]: TLS, mutual TLS and transport limits.
 //! - [`schema`]: migrating at start; refusing a schema newer than the binary.
+//! - [`database`]: the `--database` URL, the pool flags, opening PostgreSQL.
 
 pub mod access;
+pub mod database;
 pub mod schema;
 pub mod status;
 pub mod transport;

@@ -9,11 +9,10 @@
 //! schema is newer than the binary (`orgauth_runtime::schema`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::{Config, DatabaseUrl};
+use crate::config::DatabaseUrl;
 use crate::domain::{LinkBatch, MemberId, Micros, OrgId, SsoConnection, SsoPolicy};
 use crate::error::AuthError;
 
@@ -113,40 +112,7 @@ pub struct LoginFacts {
 }
 
 /// How to size and bound the connections to the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreOptions {
-    /// Pooled connections. PostgreSQL: the whole pool. SQLite: the readers
-    /// beside the one writer.
-    pub max_connections: u32,
-    /// PostgreSQL's `statement_timeout` on every pooled connection;
-    /// [`Duration::ZERO`] turns it off. SQLite ignores it.
-    pub statement_timeout: Duration,
-    /// PostgreSQL: how long to wait for the database at start, and for a
-    /// pooled connection at run time. SQLite ignores it.
-    pub connect_timeout: Duration,
-}
-
-impl Default for StoreOptions {
-    /// The defaults of the command line.
-    fn default() -> Self {
-        StoreOptions {
-            max_connections: 8,
-            statement_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl StoreOptions {
-    /// The options the flags ask for.
-    pub fn from_config(config: &Config) -> Self {
-        StoreOptions {
-            max_connections: config.db_max_connections,
-            statement_timeout: config.db_statement_timeout,
-            connect_timeout: config.db_connect_timeout,
-        }
-    }
-}
+pub type StoreOptions = orgauth_runtime::database::DbOptions;
 
 /// Opens the store `url` names, creating and migrating it as needed.
 ///

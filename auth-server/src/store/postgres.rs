@@ -4,21 +4,13 @@
 //!
 //! # Opening
 //!
-//! [`PgStore::open`] first makes one plain connection, retrying a refused or
-//! dropped one until `--db-connect-timeout`, and refuses to start with
-//! [`AuthError::Connect`] (naming `HOST:PORT`, the database and the user,
-//! never the password) if it gets none. On that connection it reads
-//! `_sqlx_migrations` and refuses a schema newer than this binary
-//! ([`AuthError::SchemaTooNew`]), then applies pending migrations. sqlx
-//! holds a `pg_advisory_lock` while migrating, so replicas starting together
-//! migrate once. That connection carries no `statement_timeout`: a long
-//! migration is not cut short. Then the pool opens: at most
-//! `--db-max-connections`, each set up with
-//! `set_config('statement_timeout', …)` when it connects, so no statement
-//! of a call runs longer than `--db-statement-timeout` (a statement cut
-//! short fails with SQLSTATE 57014, answered UNAVAILABLE so the caller
-//! retries). A caller waits at most `--db-connect-timeout` for a pooled
-//! connection.
+//! [`PgStore::open`] goes through [`open_postgres`], shared with org-server:
+//! a bounded, retried first connection ([`AuthError::Connect`] names
+//! `HOST:PORT`, the database and the user, never the password), the refusal
+//! of a newer schema ([`AuthError::SchemaTooNew`]), migrations, then a pool
+//! of at most `--db-max-connections` with `--db-statement-timeout` set on
+//! every connection (a statement cut short fails with SQLSTATE 57014,
+//! answered UNAVAILABLE so the caller retries).
 //!
 //! # The invariant, across replicas: no link after a disallow
 //!
@@ -75,22 +67,20 @@
 //!   waits for the first, then does nothing).
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Postgres, Transaction};
-use tokio::time::Instant;
-use tracing::{info, warn};
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::{Postgres, Transaction};
+use tracing::info;
 
 use super::{
     AuthStore, ConnectionRow, LoginFacts, PolicyRow, StoreOptions, connection_count,
     stored_member_id,
 };
-use crate::config::postgres_address;
 use crate::domain::{LinkBatch, MemberId, Micros, OrgId, SsoConnection, SsoPolicy};
 use crate::error::AuthError;
+use orgauth_runtime::database::{describe, open_postgres};
 
 /// The schema, embedded at build time. Version numbers match the SQLite
 /// backend's migrations one for one.
@@ -100,9 +90,6 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// to a few hundred kilobytes however many members are seeded.
 const SEED_CHUNK: usize = 10_000;
 
-/// The longest pause between two connection attempts at start.
-const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(1);
-
 #[derive(Debug)]
 pub struct PgStore {
     pool: PgPool,
@@ -110,35 +97,12 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects to the database `url` names, refuses a schema newer than
-    /// this binary, applies pending migrations and opens the pool. See the
-    /// module documentation for what each step waits for.
+    /// this binary, applies pending migrations and opens the pool
+    /// ([`orgauth_runtime::database::open_postgres`]).
     pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, AuthError> {
-        let connect = PgConnectOptions::from_str(url).map_err(|err| AuthError::Connect {
-            // Not the URL: it may hold a password.
-            target: "the --database URL".to_owned(),
-            reason: format!("not a valid postgres URL ({})", url_reason(&err)),
-        })?;
-        let target = describe(&connect);
-
-        let mut conn = connect_at_start(&connect, options.connect_timeout, &target).await?;
-        let migrated = migrate(&mut conn).await;
-        if let Err(err) = conn.close().await {
-            warn!(error = %err, "cannot close the migration connection cleanly");
-        }
-        migrated?;
-
-        let statement_timeout = statement_timeout_millis(options.statement_timeout);
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.connect_timeout)
-            .after_connect(move |conn, _meta| {
-                Box::pin(set_statement_timeout(conn, statement_timeout.clone()))
-            })
-            .connect_with(connect)
-            .await
-            .map_err(|err| connect_error(&err, &target, options.connect_timeout))?;
+        let pool = open_postgres(url, &MIGRATOR, options).await?;
         info!(
-            database = %target,
+            database = %pool_target(url),
             max_connections = options.max_connections,
             statement_timeout = ?options.statement_timeout,
             "opened postgres database"
@@ -153,113 +117,10 @@ impl PgStore {
     }
 }
 
-/// `HOST:PORT (database D, user U)`: where a connection goes, for messages
-/// and logs. Never the password.
-fn describe(options: &PgConnectOptions) -> String {
-    format!(
-        "{} (database {}, user {})",
-        postgres_address(options),
-        options.get_database().unwrap_or("(default)"),
-        options.get_username()
-    )
-}
-
-/// What is wrong with a URL, from sqlx's error (which names the problem,
-/// not the URL).
-fn url_reason(err: &sqlx::Error) -> String {
-    match err {
-        sqlx::Error::Configuration(source) => source.to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// One connection for the checks and migrations at start. A refused or
-/// broken connection (the database starting, or briefly away) is retried
-/// with backoff until `timeout`; anything else (bad credentials, a missing
-/// database, TLS) fails at once.
-async fn connect_at_start(
-    options: &PgConnectOptions,
-    timeout: Duration,
-    target: &str,
-) -> Result<PgConnection, AuthError> {
-    let deadline = Instant::now() + timeout;
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let attempt = tokio::time::timeout_at(deadline, PgConnection::connect_with(options)).await;
-        let err = match attempt {
-            Ok(Ok(conn)) => return Ok(conn),
-            Ok(Err(err)) => err,
-            Err(_) => {
-                return Err(AuthError::Connect {
-                    target: target.to_owned(),
-                    reason: format!(
-                        "no answer within {} (--db-connect-timeout); check the host and port",
-                        humantime::format_duration(timeout)
-                    ),
-                });
-            }
-        };
-        let retry = match &err {
-            sqlx::Error::Io(_) => true,
-            // cannot_connect_now (starting up or shutting down),
-            // too_many_connections.
-            sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
-            _ => false,
-        };
-        if !retry || Instant::now() >= deadline {
-            return Err(connect_error(&err, target, timeout));
-        }
-        tokio::time::sleep_until((Instant::now() + backoff).min(deadline)).await;
-        if Instant::now() >= deadline {
-            return Err(connect_error(&err, target, timeout));
-        }
-        backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
-    }
-}
-
-/// [`AuthError::Connect`] for a failed connection: why, in words an
-/// operator can act on, without the URL.
-fn connect_error(err: &sqlx::Error, target: &str, timeout: Duration) -> AuthError {
-    let gave_up = humantime::format_duration(timeout);
-    let reason = match err {
-        sqlx::Error::Io(io) => format!(
-            "the host or port is unreachable ({io}); gave up after {gave_up} \
-             (--db-connect-timeout)"
-        ),
-        sqlx::Error::PoolTimedOut => format!(
-            "the host or port is unreachable: no connection within {gave_up} \
-             (--db-connect-timeout)"
-        ),
-        sqlx::Error::Database(db) => format!("the server refused: {}", db.message()),
-        sqlx::Error::Tls(tls) => format!("TLS failed: {tls}"),
-        other => other.to_string(),
-    };
-    AuthError::Connect {
-        target: target.to_owned(),
-        reason,
-    }
-}
-
-/// Refuses a newer schema, then applies pending migrations.
-async fn migrate(conn: &mut PgConnection) -> Result<(), AuthError> {
-    Ok(orgauth_runtime::schema::migrate_postgres(&MIGRATOR, conn).await?)
-}
-
-/// `statement_timeout` as PostgreSQL reads it: whole milliseconds, rounded
-/// up so that a sub-millisecond timeout does not become 0 (off).
-fn statement_timeout_millis(timeout: Duration) -> String {
-    let millis = timeout.as_micros().div_ceil(1000);
-    millis.to_string()
-}
-
-/// Sets `statement_timeout` on a new pooled connection, for the whole
-/// session. A bound parameter, not SQL text built from the flag.
-async fn set_statement_timeout(conn: &mut PgConnection, millis: String) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('statement_timeout', $1, false)")
-        .bind(millis)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Where `url` points, for the log line; never the password.
+fn pool_target(url: &str) -> String {
+    PgConnectOptions::from_str(url)
+        .map_or_else(|_| String::from("(unparseable URL)"), |o| describe(&o))
 }
 
 /// Member ids as the `text[]` parameter `unnest` and `= ANY` take.
@@ -474,6 +335,9 @@ mod tests {
 
     use std::net::TcpListener;
     use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
 
     use orgauth_testkit::TempPostgres;
 
@@ -501,14 +365,6 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             ..StoreOptions::default()
         }
-    }
-
-    #[test]
-    fn statement_timeouts_round_up_to_milliseconds() {
-        assert_eq!(statement_timeout_millis(Duration::from_secs(30)), "30000");
-        assert_eq!(statement_timeout_millis(Duration::ZERO), "0");
-        assert_eq!(statement_timeout_millis(Duration::from_micros(1)), "1");
-        assert_eq!(statement_timeout_millis(Duration::from_micros(1500)), "2");
     }
 
     #[tokio::test]
