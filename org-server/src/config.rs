@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use orgauth_runtime::database::{DatabaseUrl, DatabaseUrlParser, DbArgs};
 use orgauth_runtime::transport::ServeArgs;
 use orgauth_security::token::Secret;
 
@@ -22,18 +23,26 @@ pub struct Config {
     #[arg(long, env = "ORG_SERVER_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Where orgs, members and jobs are stored: sqlite://PATH (created and
-    /// migrated at start).
+    /// Where orgs, members and jobs are stored: sqlite://PATH (one file,
+    /// for a single replica; created if missing) or
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (postgresql:// too; for
+    /// several replicas sharing one database, which must exist). The schema
+    /// is migrated at start, and the server refuses to start if the
+    /// database holds a schema newer than it knows. The URL is never logged
+    /// or echoed with its password.
     #[arg(
         long,
+        value_name = "URL",
         env = "ORG_SERVER_DATABASE",
-        default_value = "sqlite://data/org.db"
+        default_value = "sqlite://data/org.db",
+        value_parser = DatabaseUrlParser
     )]
-    pub database: String,
+    pub database: DatabaseUrl,
 
-    /// Pooled database connections.
-    #[arg(long, env = "ORG_SERVER_DB_MAX_CONNECTIONS", default_value_t = 8)]
-    pub db_max_connections: u32,
+    /// Pool sizing and bounds: `--db-max-connections`,
+    /// `--db-statement-timeout`, `--db-connect-timeout`.
+    #[command(flatten)]
+    pub db: DbArgs,
 
     /// The Auth service the workers call (SetOrgSsoPolicy, BatchUnlinkSso).
     #[arg(
@@ -190,6 +199,40 @@ mod tests {
         assert_eq!(config.org_updates_per_minute, 10);
         assert_eq!(config.max_watches_per_caller, 1000);
         assert!(config.serve.tls_cert.is_none());
+        assert_eq!(config.database, DatabaseUrl::Sqlite("data/org.db".into()));
+        assert_eq!(config.db.db_max_connections, 8);
+        assert_eq!(config.db.db_statement_timeout, Duration::from_secs(30));
+        assert_eq!(config.db.db_connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn postgres_urls_are_accepted_and_never_shown_with_their_password() {
+        let url = "postgres://org:hunter2@db.internal:5433/org?sslmode=require";
+        let config = parse(&["--tokens-file", "t", "--database", url]).unwrap();
+        assert_eq!(config.database, DatabaseUrl::Postgres(url.to_owned()));
+        let shown = format!("{config:?} {}", config.database);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://org@db.internal:5433/org"),
+            "{shown}"
+        );
+        let err = parse(&[
+            "--tokens-file",
+            "t",
+            "--database",
+            "mysql://org:hunter2@db/org",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("mysql:// is not supported"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        for var in [
+            "ORG_SERVER_DB_MAX_CONNECTIONS",
+            "ORG_SERVER_DB_STATEMENT_TIMEOUT",
+        ] {
+            let help = parse(&["--help"]).unwrap_err().to_string();
+            assert!(help.contains(var), "--help lacks {var}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! | RESOURCE_EXHAUSTED  | `WATCH_LIMIT_PER_CALLER`  | the caller has too many open WatchJob streams |
 //! | RESOURCE_EXHAUSTED  | `WATCH_LIMIT_PER_SERVER`  | the server has too many open WatchJob streams |
 //! | UNAVAILABLE         | `SHUTTING_DOWN`           | retry elsewhere (watches: with since_version) |
-//! | UNAVAILABLE         | `DATABASE_BUSY`           | retry with backoff |
+//! | UNAVAILABLE         | `DATABASE_BUSY`           | the database is busy or briefly away (no pooled connection, a lost connection, a failover, `--db-statement-timeout`): retry with backoff |
 //! | INTERNAL            | `INTERNAL`                | a bug or storage failure; details only in the log |
 //!
 //! UNAUTHENTICATED (`TOKEN_MISSING`, `TOKEN_MALFORMED`, `TOKEN_UNKNOWN`,
@@ -79,6 +79,12 @@ pub enum Error {
     #[error("lease on job {job_id} was lost to another worker")]
     LeaseLost { job_id: String },
 
+    /// A transient database failure shared by every caller of one
+    /// group-committed batch (the `sqlx::Error` itself cannot be cloned).
+    /// Its text is logged, never shown; callers see UNAVAILABLE and retry.
+    #[error("database busy or unreachable: {0}")]
+    DatabaseBusy(String),
+
     /// A database failure. Its text may contain SQL or paths, so it is logged
     /// and never shown to callers.
     #[error("storage error: {0}")]
@@ -94,6 +100,11 @@ pub enum Error {
          upgrade the binary"
     )]
     SchemaTooNew { version: i64, known: i64 },
+
+    /// At start: PostgreSQL could not be reached or refused us. `target` is
+    /// `HOST:PORT (database D, user U)`, never the URL.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    Connect { target: String, reason: String },
 }
 
 /// What a NOT_FOUND was looking for.
@@ -173,11 +184,13 @@ impl Error {
                 Limit::WatchesPerServer => "WATCH_LIMIT_PER_SERVER",
             },
             Error::Unavailable(_) => "SHUTTING_DOWN",
-            Error::Storage(sqlx::Error::PoolTimedOut) => "DATABASE_BUSY",
+            Error::DatabaseBusy(_) => "DATABASE_BUSY",
+            Error::Storage(err) if orgauth_runtime::database::is_transient(err) => "DATABASE_BUSY",
             Error::Storage(_)
             | Error::LeaseLost { .. }
             | Error::Internal(_)
-            | Error::SchemaTooNew { .. } => "INTERNAL",
+            | Error::SchemaTooNew { .. }
+            | Error::Connect { .. } => "INTERNAL",
         }
     }
 
@@ -185,6 +198,16 @@ impl Error {
         Error::InvalidArgument {
             field: field.into(),
             reason: reason.into(),
+        }
+    }
+}
+
+impl From<orgauth_runtime::database::DatabaseError> for Error {
+    fn from(err: orgauth_runtime::database::DatabaseError) -> Self {
+        use orgauth_runtime::database::DatabaseError;
+        match err {
+            DatabaseError::Connect { target, reason } => Error::Connect { target, reason },
+            DatabaseError::Schema(err) => err.into(),
         }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use orgauth_proto::org::v1::job_service_server::JobServiceServer;
 use orgauth_proto::org::v1::org_service_server::OrgServiceServer;
 use orgauth_runtime::access::{Authenticator, BearerToken};
+use orgauth_runtime::database::DatabaseUrl;
 use orgauth_runtime::transport::{ClientTls, GrpcServer, TlsError};
 use orgauth_security::{TokenFileError, TokenSet};
 use tokio::net::TcpListener;
@@ -28,12 +29,13 @@ use crate::domain::page::Pages;
 use crate::grpc::ERROR_DOMAIN;
 use crate::grpc::job_service::JobGrpc;
 use crate::grpc::org_service::OrgGrpc;
+use crate::jobs::follow::ChangeFollower;
 use crate::jobs::hub::WatchHub;
 use crate::jobs::runner::{Runner, RunnerConfig};
 use crate::jobs::worker::{Wakeup, WorkerConfig, WorkerPool};
 use crate::jobs::{RunningJobs, retention};
 use crate::limits::{OrgUpdateLimiter, WatchLimits};
-use crate::store::{self, Store, StoreOptions};
+use crate::store::{self, Store, job_changes};
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub struct OrgServer {
     /// Limits and TLS applied; built here so a bad TLS file fails `build`.
     server: GrpcServer,
     pool: Option<Arc<WorkerPool>>,
+    /// Applies other replicas' job changes (PostgreSQL only).
+    follower: Option<ChangeFollower>,
     stop: CancellationToken,
 }
 
@@ -140,17 +144,25 @@ impl OrgServer {
             None
         };
         let auth_tls = auth_tls(&config)?;
-        let store = store::open(
-            &config.database,
-            &StoreOptions {
-                max_connections: config.db_max_connections,
-            },
-        )
-        .await?;
+        let store = store::open(&config.database, &config.db.options()).await?;
+        info!(database = %config.database, "storage open");
         let hub = WatchHub::new();
         let running = Arc::new(RunningJobs::default());
         let wakeup = Arc::new(Wakeup::default());
         let stop = CancellationToken::new();
+        // Replicas sharing PostgreSQL hear each other's job changes; the
+        // listener connects now, so every change after start is heard.
+        let follower = match &config.database {
+            DatabaseUrl::Postgres(url) => Some(ChangeFollower {
+                changes: job_changes::listen(url, stop.clone())
+                    .await
+                    .map_err(crate::error::Error::Storage)?,
+                store: Arc::clone(&store),
+                hub: Arc::clone(&hub),
+                wakeup: Arc::clone(&wakeup),
+            }),
+            DatabaseUrl::Sqlite(_) => None,
+        };
         let app = Arc::new(App::new(
             Arc::clone(&store),
             Arc::clone(&hub),
@@ -207,6 +219,7 @@ impl OrgServer {
             authenticator: Authenticator::new(tokens, ERROR_DOMAIN),
             server,
             pool,
+            follower,
             stop,
         })
     }
@@ -225,8 +238,12 @@ impl OrgServer {
             authenticator,
             mut server,
             pool,
+            follower,
             stop,
         } = self;
+        if let Some(follower) = follower {
+            tokio::spawn(follower.run());
+        }
         let pool_task = pool.map(|pool| tokio::spawn(pool.run(stop.clone())));
         tokio::spawn(retention::prune_loop(
             store,

@@ -1,32 +1,138 @@
-//! Test fixtures shared by the unit tests: a temporary SQLite store and an
-//! in-memory Auth that records what it was asked.
+//! Test fixtures shared by the unit tests: a store on a temporary SQLite
+//! file or on a throw-away PostgreSQL server, and an in-memory Auth that
+//! records what it was asked.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use orgauth_testkit::TempPostgres;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgPoolOptions};
 
 use crate::domain::job::UnlinkOutcome;
 use crate::domain::org::{Member, NewOrg, OrgUpdate};
 use crate::jobs::auth::{AuthCallError, AuthGateway};
-use crate::store::{OrgWrite, SqliteStore, Store, StoreOptions};
+use crate::store::{OrgWrite, PgStore, SqliteStore, Store, StoreOptions};
 
+/// Connections per PostgreSQL test store.
+const PG_MAX_CONNECTIONS: u32 = 8;
+
+/// A store on a database that lives as long as this value.
 pub struct TestStore {
     pub store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
+    _fixture: Fixture,
 }
 
+/// A temporary SQLite store.
 pub async fn store() -> TestStore {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("org.db");
-    let store = SqliteStore::open(path.to_str().expect("utf-8 path"), &StoreOptions::default())
-        .await
-        .expect("open store");
+    let fixture = Fixture::sqlite();
+    let store = fixture.store().await;
     TestStore {
-        store: Arc::new(store),
-        _dir: dir,
+        store,
+        _fixture: fixture,
     }
+}
+
+/// A store on a fresh PostgreSQL server; `None` (after printing why) when
+/// PostgreSQL is not installed, and the test passes as skipped.
+pub async fn postgres_store() -> Option<TestStore> {
+    let fixture = Fixture::postgres()?;
+    let store = fixture.store().await;
+    Some(TestStore {
+        store,
+        _fixture: fixture,
+    })
+}
+
+/// One database of one backend, kept until the fixture is dropped, and the
+/// means to open any number of stores on it: each its own pools and group
+/// commit, as separate processes (replicas) would have.
+pub struct Fixture {
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        _server: TempPostgres,
+        url: String,
+    },
+}
+
+impl Fixture {
+    pub fn sqlite() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("org.db");
+        Fixture {
+            backend: Backend::Sqlite { _dir: dir, path },
+        }
+    }
+
+    /// `None` when PostgreSQL is not installed (the reason is printed).
+    pub fn postgres() -> Option<Fixture> {
+        let server = TempPostgres::start()?;
+        let url = server.create_database("main");
+        Some(Fixture {
+            backend: Backend::Postgres {
+                _server: server,
+                url,
+            },
+        })
+    }
+
+    /// The SQLite database file, for SQLite fixtures.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => Some(path),
+            Backend::Postgres { .. } => None,
+        }
+    }
+
+    /// The PostgreSQL database's URL, for PostgreSQL fixtures.
+    pub fn postgres_url(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres { url, .. } => Some(url),
+        }
+    }
+
+    /// A new store on the fixture's database, migrated as the server does.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => Arc::new(
+                SqliteStore::open(path.to_str().expect("utf-8 path"), &StoreOptions::default())
+                    .await
+                    .expect("open the SQLite store"),
+            ),
+            Backend::Postgres { url, .. } => Arc::new(pg_store(url).await),
+        }
+    }
+}
+
+/// A [`PgStore`] on `url`: migrated on a connection of its own, then on a
+/// pool of its own.
+pub async fn pg_store(url: &str) -> PgStore {
+    let mut conn = PgConnection::connect(url)
+        .await
+        .expect("connect to the test database");
+    orgauth_runtime::schema::migrate_postgres(&crate::store::postgres::MIGRATOR, &mut conn)
+        .await
+        .expect("migrate the test database");
+    conn.close().await.expect("close the migration connection");
+    let pool = PgPoolOptions::new()
+        .max_connections(PG_MAX_CONNECTIONS)
+        .connect(url)
+        .await
+        .expect("open the test pool");
+    PgStore::from_pool(pool)
+        .await
+        .expect("open the PostgreSQL store")
 }
 
 pub fn member_id(i: usize) -> String {

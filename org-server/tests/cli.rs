@@ -368,3 +368,99 @@ async fn a_second_signal_exits_at_once_while_a_graceful_shutdown_waits() {
     );
     assert_eq!(status.code(), Some(orgauth_runtime::FORCED_EXIT_CODE));
 }
+
+/// Runs org-server against `database` and expects it to refuse to start
+/// before announcing an address; returns what it wrote to stderr.
+fn refused_database(database: &str, extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (credentials, _) = credentials(dir.path());
+    let began = Instant::now();
+    let output = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--database", database])
+        .args(&credentials)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run org-server");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "started anyway: {stderr}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("listening"),
+        "announced an address: {stderr}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    stderr
+}
+
+#[test]
+fn an_unreachable_postgres_refuses_to_start_naming_host_and_port() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stderr = refused_database(
+        &format!("postgres://org:hunter2@127.0.0.1:{port}/org"),
+        &["--db-connect-timeout", "1s"],
+    );
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to PostgreSQL at 127.0.0.1:{port} (database org, user org): \
+             the host or port is unreachable"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+/// On PostgreSQL the binary migrates an empty database and serves; once a
+/// newer release's migration is recorded, it refuses to start, saying why.
+#[test]
+fn on_postgres_it_migrates_serves_and_refuses_a_newer_schema() {
+    let Some(pg) = orgauth_testkit::TempPostgres::start() else {
+        return;
+    };
+    let database = pg.create_database("org");
+    let dir = tempfile::tempdir().unwrap();
+    let (credentials, _) = credentials(dir.path());
+    let args = [
+        &credentials[..],
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--database".into(),
+            database.clone(),
+        ],
+    ]
+    .concat();
+    let (mut child, _addr) = spawn_server(&args);
+    sigterm(&child);
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(20),
+        "org-server did not exit after SIGTERM",
+    );
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(
+        pg.psql("org", "SELECT count(*) FROM jobs").trim(),
+        "0",
+        "the schema is in place"
+    );
+
+    pg.psql(
+        "org",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', true, '\\x00', 0)",
+    );
+    let stderr = refused_database(&database, &[]);
+    assert!(
+        stderr.contains("database schema version 9999 is newer than this binary"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("upgrade the binary"), "{stderr}");
+}

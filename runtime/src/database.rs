@@ -458,6 +458,52 @@ async fn set_statement_timeout(conn: &mut PgConnection, millis: String) -> Resul
     Ok(())
 }
 
+/// Whether a storage call that failed with `err` may succeed if retried
+/// unchanged, soon: every pooled connection stayed busy, the connection
+/// broke (a restart, a failover, the network; the pool opens a new one),
+/// SQLite's lock was held past the busy timeout, or PostgreSQL reported a
+/// transient condition. Callers answer these UNAVAILABLE.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY (5) and SQLITE_LOCKED (6), in the low byte of
+                // the extended result code.
+                return code
+                    .and_then(|code| code.parse::<i32>().ok())
+                    .is_some_and(|code| matches!(code & 0xff, 5 | 6));
+            }
+            if db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+            {
+                return code.is_some_and(|code| pg_transient(&code));
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Whether a PostgreSQL SQLSTATE names a failure that a retry of the same
+/// call may not meet.
+fn pg_transient(sqlstate: &str) -> bool {
+    matches!(
+        sqlstate,
+        // serialization_failure, deadlock_detected: another transaction won.
+        "40001" | "40P01"
+        // lock_not_available, query_canceled (statement_timeout).
+        | "55P03" | "57014"
+        // too_many_connections; admin_shutdown, crash_shutdown,
+        // cannot_connect_now (a restart or failover in progress).
+        | "53300" | "57P01" | "57P02" | "57P03"
+        // read_only_sql_transaction: connected to a standby mid-failover.
+        | "25006"
+    ) || sqlstate.starts_with("08") // connection_exception and its subclasses
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +514,22 @@ mod tests {
         assert_eq!(statement_timeout_millis(Duration::ZERO), "0");
         assert_eq!(statement_timeout_millis(Duration::from_micros(1)), "1");
         assert_eq!(statement_timeout_millis(Duration::from_micros(1500)), "2");
+    }
+
+    #[test]
+    fn transient_postgres_failures_are_told_apart_from_bugs() {
+        for sqlstate in [
+            "40001", "40P01", "55P03", "57014", "53300", "57P01", "57P03", "25006", "08006",
+            "08001",
+        ] {
+            assert!(pg_transient(sqlstate), "{sqlstate}");
+        }
+        // unique_violation, syntax_error, undefined_table, check_violation.
+        for sqlstate in ["23505", "42601", "42P01", "23514"] {
+            assert!(!pg_transient(sqlstate), "{sqlstate}");
+        }
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod org_service;
 
 use orgauth_runtime::status::Problem;
 use tonic::{Code, Status};
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::error::Error;
 
@@ -43,22 +43,35 @@ impl From<Error> for Status {
             }
             .status(Code::ResourceExhausted, message),
             Error::Unavailable(msg) => problem.status(Code::Unavailable, msg),
-            Error::Storage(sqlx::Error::PoolTimedOut) => problem
-                .retry_after(std::time::Duration::from_millis(250))
-                .status(
-                    Code::Unavailable,
-                    "the database is busy; retry with backoff",
-                ),
+            Error::DatabaseBusy(_) => busy(problem, &err),
+            Error::Storage(inner) if orgauth_runtime::database::is_transient(inner) => {
+                busy(problem, &err)
+            }
             Error::Storage(inner) => {
                 error!(error = %inner, "storage error");
                 problem.status(Code::Internal, "internal storage error")
             }
-            Error::LeaseLost { .. } | Error::Internal(_) | Error::SchemaTooNew { .. } => {
+            Error::LeaseLost { .. }
+            | Error::Internal(_)
+            | Error::SchemaTooNew { .. }
+            | Error::Connect { .. } => {
                 error!(error = %err, "internal error");
                 problem.status(Code::Internal, "internal error")
             }
         }
     }
+}
+
+/// UNAVAILABLE for a database that is busy or briefly away: the caller
+/// retries after the RetryInfo delay.
+fn busy(problem: Problem, err: &Error) -> Status {
+    warn!(error = %err, "call refused: the database is busy or away");
+    problem
+        .retry_after(std::time::Duration::from_millis(250))
+        .status(
+            Code::Unavailable,
+            "the database is busy or briefly unreachable; retry with backoff",
+        )
 }
 
 #[cfg(test)]

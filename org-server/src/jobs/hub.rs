@@ -54,6 +54,25 @@ impl WatchHub {
         }
     }
 
+    /// Whether a job is watched here and its watchers have not yet seen
+    /// `version`: only then is a change heard from another replica worth
+    /// re-reading.
+    pub fn is_behind(&self, job_id: Uuid, version: i64) -> bool {
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        channels.get(&job_id).is_some_and(|sender| {
+            sender
+                .borrow()
+                .as_ref()
+                .is_none_or(|job| job.version < version)
+        })
+    }
+
+    /// The jobs watched here, to re-read after changes may have been missed.
+    pub fn watched(&self) -> Vec<Uuid> {
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        channels.keys().copied().collect()
+    }
+
     /// Number of jobs with at least one watcher (for tests and metrics).
     pub fn watched_jobs(&self) -> usize {
         self.channels
@@ -174,5 +193,19 @@ mod tests {
         assert_eq!(hub.watched_jobs(), 0);
         hub.publish(&job(id, 1)); // no watchers: a no-op
         assert_eq!(hub.watched_jobs(), 0);
+    }
+
+    #[test]
+    fn only_a_watched_job_with_an_older_state_is_behind() {
+        let hub = WatchHub::new();
+        let id = Uuid::now_v7();
+        assert!(!hub.is_behind(id, 1), "nobody watches");
+        let _sub = hub.subscribe(id);
+        assert!(hub.is_behind(id, 1), "watched, nothing seen yet");
+        hub.publish(&job(id, 4));
+        assert!(!hub.is_behind(id, 4));
+        assert!(!hub.is_behind(id, 3));
+        assert!(hub.is_behind(id, 5));
+        assert_eq!(hub.watched(), vec![id]);
     }
 }

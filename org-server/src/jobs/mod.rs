@@ -6,9 +6,11 @@
 //! - [`worker`]: the pool that claims jobs, holds their leases, and stops
 //!   them on cancellation or shutdown.
 //! - [`hub`]: per-job watch channels behind WatchJob.
+//! - [`follow`]: applies job changes made by other replicas (PostgreSQL).
 //! - [`retention`]: prunes finished jobs after the retention period.
 
 pub mod auth;
+pub mod follow;
 pub mod hub;
 pub mod retention;
 pub mod runner;

@@ -1,6 +1,9 @@
-//! Tests of the asynchronous path against a real SQLite store and an
-//! in-memory Auth: ordering, checkpoints, resume, retries, fencing,
-//! superseding and cancellation.
+//! Tests of the asynchronous path against a real store and an in-memory
+//! Auth: ordering, checkpoints, resume, retries, fencing, superseding and
+//! cancellation. Each is written once, as `async fn name(store)`, and run
+//! on both backends: `jobs::tests::sqlite::name` on a temporary SQLite file
+//! and `jobs::tests::postgres::name` on a throw-away PostgreSQL server
+//! (skipped, with the reason printed, where PostgreSQL is not installed).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +18,49 @@ use super::{RunningJobs, StopReason, StopSignal};
 use crate::domain::job::{Job, JobState};
 use crate::error::Error;
 use crate::store::{CancelOutcome, LeaseStatus, Store};
-use crate::testing::{FakeAuth, member_id, org_with_members, set_allow, store};
+use crate::testing::{FakeAuth, member_id, org_with_members, set_allow};
+
+/// Generates, for each test function `async fn name(Arc<dyn Store>)`, a
+/// `#[tokio::test]` per backend: `sqlite::name` and `postgres::name`.
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let t = crate::testing::store().await;
+                    super::$name(std::sync::Arc::clone(&t.store)).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(t) = crate::testing::postgres_store().await else {
+                        return;
+                    };
+                    super::$name(std::sync::Arc::clone(&t.store)).await;
+                }
+            )*
+        }
+    };
+}
+
+backend_tests!(
+    disable_sets_policy_first_then_unlinks_everyone_in_order,
+    resume_continues_from_the_checkpoint_and_counts_each_member_once,
+    transient_errors_are_retried_and_visible_on_the_job,
+    an_exhausted_retry_budget_fails_the_run,
+    per_member_failures_are_counted_and_listed,
+    a_worker_that_lost_its_lease_cannot_write,
+    jobs_of_one_org_run_one_at_a_time_in_order_and_other_orgs_run_alongside,
+    a_newer_change_supersedes_a_queued_job,
+    cancel_rules,
+    the_pool_runs_a_job_to_success_and_watchers_see_monotonic_progress,
+    pruning_removes_only_jobs_that_ended_before_the_cutoff,
+);
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -38,15 +83,13 @@ fn fast_config(batch_size: usize, parallelism: usize) -> RunnerConfig {
     }
 }
 
-#[tokio::test]
-async fn disable_sets_policy_first_then_unlinks_everyone_in_order() {
-    let t = store().await;
-    org_with_members(&*t.store, "acme", 2345).await;
+async fn disable_sets_policy_first_then_unlinks_everyone_in_order(store: Arc<dyn Store>) {
+    org_with_members(&*store, "acme", 2345).await;
     let auth = FakeAuth::with_linked(2345);
-    let write = set_allow(&*t.store, "acme", false).await;
-    let runner = runner(&t.store, &auth, fast_config(100, 4));
+    let write = set_allow(&*store, "acme", false).await;
+    let runner = runner(&store, &auth, fast_config(100, 4));
 
-    let claimed = t.store.claim_job("w1", LEASE).await.unwrap().unwrap();
+    let claimed = store.claim_job("w1", LEASE).await.unwrap().unwrap();
     assert_eq!(Some(claimed.job.id), write.job_id);
     assert_eq!(
         claimed.job.total_members, 2345,
@@ -68,7 +111,7 @@ async fn disable_sets_policy_first_then_unlinks_everyone_in_order() {
         "parallelism bounded by 4, got {max}"
     );
 
-    let job = t.store.get_job(claimed.job.id).await.unwrap().unwrap();
+    let job = store.get_job(claimed.job.id).await.unwrap().unwrap();
     assert_eq!(
         job.state,
         JobState::Running,
@@ -84,16 +127,14 @@ async fn disable_sets_policy_first_then_unlinks_everyone_in_order() {
     );
 }
 
-#[tokio::test]
-async fn resume_continues_from_the_checkpoint_and_counts_each_member_once() {
-    let t = store().await;
-    org_with_members(&*t.store, "acme", 1000).await;
+async fn resume_continues_from_the_checkpoint_and_counts_each_member_once(store: Arc<dyn Store>) {
+    org_with_members(&*store, "acme", 1000).await;
     let auth = FakeAuth::with_linked(1000);
-    set_allow(&*t.store, "acme", false).await;
-    let runner = runner(&t.store, &auth, fast_config(100, 1));
+    set_allow(&*store, "acme", false).await;
+    let runner = runner(&store, &auth, fast_config(100, 1));
 
     // First worker: stop after some checkpoints, as on shutdown.
-    let first = t.store.claim_job("w1", LEASE).await.unwrap().unwrap();
+    let first = store.claim_job("w1", LEASE).await.unwrap().unwrap();
     let stop = StopSignal::default();
     let mut sub = runner.hub.subscribe(first.job.id);
     let run = runner.run(&first, &stop);
@@ -108,13 +149,13 @@ async fn resume_continues_from_the_checkpoint_and_counts_each_member_once() {
     };
     let (outcome, ()) = tokio::join!(run, watch);
     assert!(matches!(outcome.unwrap(), RunOutcome::Stopped));
-    t.store.release_lease(&first.lease).await.unwrap();
+    store.release_lease(&first.lease).await.unwrap();
 
-    let paused = t.store.get_job(first.job.id).await.unwrap().unwrap();
+    let paused = store.get_job(first.job.id).await.unwrap().unwrap();
     assert!(paused.processed_members >= 300 && paused.processed_members < 1000);
 
     // Second worker resumes after the cursor, not from zero.
-    let second = t.store.claim_job("w2", LEASE).await.unwrap().unwrap();
+    let second = store.claim_job("w2", LEASE).await.unwrap().unwrap();
     assert_eq!(second.job.id, first.job.id);
     assert_eq!(second.job.processed_members, paused.processed_members);
     assert!(second.cursor.is_some());
@@ -127,7 +168,7 @@ async fn resume_continues_from_the_checkpoint_and_counts_each_member_once() {
         usize::try_from(1000 - paused.processed_members).unwrap() / 100,
         "only the remaining batches are sent"
     );
-    let done = t.store.get_job(first.job.id).await.unwrap().unwrap();
+    let done = store.get_job(first.job.id).await.unwrap().unwrap();
     assert_eq!(
         done.processed_members, 1000,
         "every member counted exactly once"
@@ -139,31 +180,27 @@ fn job_version(sub: &super::hub::Subscription) -> i64 {
     sub.latest().map_or(0, |job| job.version)
 }
 
-#[tokio::test]
-async fn transient_errors_are_retried_and_visible_on_the_job() {
-    let t = store().await;
-    org_with_members(&*t.store, "acme", 50).await;
+async fn transient_errors_are_retried_and_visible_on_the_job(store: Arc<dyn Store>) {
+    org_with_members(&*store, "acme", 50).await;
     let auth = FakeAuth::with_linked(50);
     auth.fail_next.store(3, Ordering::SeqCst);
-    set_allow(&*t.store, "acme", false).await;
-    let runner = runner(&t.store, &auth, fast_config(10, 2));
-    let claimed = t.store.claim_job("w1", LEASE).await.unwrap().unwrap();
+    set_allow(&*store, "acme", false).await;
+    let runner = runner(&store, &auth, fast_config(10, 2));
+    let claimed = store.claim_job("w1", LEASE).await.unwrap().unwrap();
     runner.run(&claimed, &StopSignal::default()).await.unwrap();
-    let job = t.store.get_job(claimed.job.id).await.unwrap().unwrap();
+    let job = store.get_job(claimed.job.id).await.unwrap().unwrap();
     assert_eq!(job.attempt, 1 + 3, "one claim plus three retries");
     assert!(job.last_error.contains("UNAVAILABLE"), "{}", job.last_error);
     assert_eq!(job.processed_members, 50);
 }
 
-#[tokio::test]
-async fn an_exhausted_retry_budget_fails_the_run() {
-    let t = store().await;
-    org_with_members(&*t.store, "acme", 10).await;
+async fn an_exhausted_retry_budget_fails_the_run(store: Arc<dyn Store>) {
+    org_with_members(&*store, "acme", 10).await;
     let auth = FakeAuth::with_linked(10);
     auth.fail_next.store(100, Ordering::SeqCst);
-    set_allow(&*t.store, "acme", false).await;
-    let runner = runner(&t.store, &auth, fast_config(10, 1));
-    let claimed = t.store.claim_job("w1", LEASE).await.unwrap().unwrap();
+    set_allow(&*store, "acme", false).await;
+    let runner = runner(&store, &auth, fast_config(10, 1));
+    let claimed = store.claim_job("w1", LEASE).await.unwrap().unwrap();
     let err = runner
         .run(&claimed, &StopSignal::default())
         .await
@@ -174,17 +211,15 @@ async fn an_exhausted_retry_budget_fails_the_run() {
     );
 }
 
-#[tokio::test]
-async fn per_member_failures_are_counted_and_listed() {
-    let t = store().await;
-    org_with_members(&*t.store, "acme", 30).await;
+async fn per_member_failures_are_counted_and_listed(store: Arc<dyn Store>) {
+    org_with_members(&*store, "acme", 30).await;
     let auth = FakeAuth::with_linked(30);
     *auth.refuse.lock().unwrap() = [member_id(3), member_id(17)].into_iter().collect();
-    set_allow(&*t.store, "acme", false).await;
-    let runner = runner(&t.store, &auth, fast_config(10, 2));
-    let claimed = t.store.claim_job("w1", LEASE).await.unwrap().unwrap();
+    set_allow(&*store, "acme", false).await;
+    let runner = runner(&store, &auth, fast_config(10, 2));
+    let claimed = store.claim_job("w1", LEASE).await.unwrap().unwrap();
     runner.run(&claimed, &StopSignal::default()).await.unwrap();
-    let job = t.store.get_job(claimed.job.id).await.unwrap().unwrap();
+    let job = store.get_job(claimed.job.id).await.unwrap().unwrap();
     assert_eq!(
         (
             job.processed_members,
@@ -194,7 +229,7 @@ async fn per_member_failures_are_counted_and_listed() {
         (30, 28, 2)
     );
     assert_eq!(job.failures.len(), 2);
-    let listed = t.store.list_job_failures(job.id, None, 10).await.unwrap();
+    let listed = store.list_job_failures(job.id, None, 10).await.unwrap();
     assert_eq!(
         listed
             .iter()
@@ -205,24 +240,21 @@ async fn per_member_failures_are_counted_and_listed() {
     assert_eq!(listed[0].code, "FAILED_PRECONDITION");
 }
 
-#[tokio::test]
-async fn a_worker_that_lost_its_lease_cannot_write() {
-    let t = store().await;
-    org_with_members(&*t.store, "acme", 10).await;
-    set_allow(&*t.store, "acme", false).await;
-    let first = t
-        .store
+async fn a_worker_that_lost_its_lease_cannot_write(store: Arc<dyn Store>) {
+    org_with_members(&*store, "acme", 10).await;
+    set_allow(&*store, "acme", false).await;
+    let first = store
         .claim_job("w1", Duration::ZERO)
         .await
         .unwrap()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2)).await;
-    let second = t.store.claim_job("w2", LEASE).await.unwrap().unwrap();
+    let second = store.claim_job("w2", LEASE).await.unwrap().unwrap();
     assert_eq!(first.job.id, second.job.id, "an expired lease is reclaimed");
     assert!(second.lease.epoch > first.lease.epoch);
 
     assert_eq!(
-        t.store.renew_lease(&first.lease, LEASE).await.unwrap(),
+        store.renew_lease(&first.lease, LEASE).await.unwrap(),
         LeaseStatus::Lost
     );
     let checkpoint = crate::domain::job::Checkpoint {
@@ -231,56 +263,54 @@ async fn a_worker_that_lost_its_lease_cannot_write() {
         ..Default::default()
     };
     assert!(matches!(
-        t.store.checkpoint(&first.lease, &checkpoint).await,
+        store.checkpoint(&first.lease, &checkpoint).await,
         Err(Error::LeaseLost { .. })
     ));
     assert!(matches!(
-        t.store
+        store
             .finish_job(&first.lease, JobState::Succeeded, "")
             .await,
         Err(Error::LeaseLost { .. })
     ));
-    let job = t.store.get_job(first.job.id).await.unwrap().unwrap();
+    let job = store.get_job(first.job.id).await.unwrap().unwrap();
     assert_eq!((job.state, job.processed_members), (JobState::Running, 0));
 }
 
-#[tokio::test]
-async fn jobs_of_one_org_run_one_at_a_time_in_order_and_other_orgs_run_alongside() {
-    let t = store().await;
-    org_with_members(&*t.store, "a", 1).await;
-    org_with_members(&*t.store, "b", 1).await;
-    let a1 = set_allow(&*t.store, "a", false).await.job_id.unwrap();
-    let b1 = set_allow(&*t.store, "b", false).await.job_id.unwrap();
+async fn jobs_of_one_org_run_one_at_a_time_in_order_and_other_orgs_run_alongside(
+    store: Arc<dyn Store>,
+) {
+    org_with_members(&*store, "a", 1).await;
+    org_with_members(&*store, "b", 1).await;
+    let a1 = set_allow(&*store, "a", false).await.job_id.unwrap();
+    let b1 = set_allow(&*store, "b", false).await.job_id.unwrap();
 
-    let first = t.store.claim_job("w", LEASE).await.unwrap().unwrap();
+    let first = store.claim_job("w", LEASE).await.unwrap().unwrap();
     assert_eq!(first.job.id, a1);
     // A newer change of org a is queued behind the running job, which is
     // asked to stop; org b's job is claimable meanwhile.
-    let write = set_allow(&*t.store, "a", true).await;
+    let write = set_allow(&*store, "a", true).await;
     assert_eq!(write.stop_requested, vec![a1]);
-    let second = t.store.claim_job("w", LEASE).await.unwrap().unwrap();
+    let second = store.claim_job("w", LEASE).await.unwrap().unwrap();
     assert_eq!(second.job.id, b1);
     assert!(
-        t.store.claim_job("w", LEASE).await.unwrap().is_none(),
+        store.claim_job("w", LEASE).await.unwrap().is_none(),
         "a2 waits for a1"
     );
 
-    t.store
+    store
         .finish_job(&first.lease, JobState::Cancelled, "superseded")
         .await
         .unwrap();
-    let third = t.store.claim_job("w", LEASE).await.unwrap().unwrap();
+    let third = store.claim_job("w", LEASE).await.unwrap().unwrap();
     assert_eq!(Some(third.job.id), write.job_id);
 }
 
-#[tokio::test]
-async fn a_newer_change_supersedes_a_queued_job() {
-    let t = store().await;
-    org_with_members(&*t.store, "acme", 1).await;
-    let old = set_allow(&*t.store, "acme", false).await.job_id.unwrap();
-    let new = set_allow(&*t.store, "acme", true).await;
+async fn a_newer_change_supersedes_a_queued_job(store: Arc<dyn Store>) {
+    org_with_members(&*store, "acme", 1).await;
+    let old = set_allow(&*store, "acme", false).await.job_id.unwrap();
+    let new = set_allow(&*store, "acme", true).await;
     assert_eq!(new.superseded.len(), 1);
-    let old = t.store.get_job(old).await.unwrap().unwrap();
+    let old = store.get_job(old).await.unwrap().unwrap();
     assert_eq!(old.state, JobState::Cancelled);
     assert_eq!(
         old.last_error,
@@ -288,12 +318,10 @@ async fn a_newer_change_supersedes_a_queued_job() {
     );
 }
 
-#[tokio::test]
-async fn cancel_rules() {
-    let t = store().await;
-    org_with_members(&*t.store, "acme", 1).await;
-    let queued = set_allow(&*t.store, "acme", false).await.job_id.unwrap();
-    let CancelOutcome::Cancelled(job) = t.store.cancel_job(queued, "by test").await.unwrap() else {
+async fn cancel_rules(store: Arc<dyn Store>) {
+    org_with_members(&*store, "acme", 1).await;
+    let queued = set_allow(&*store, "acme", false).await.job_id.unwrap();
+    let CancelOutcome::Cancelled(job) = store.cancel_job(queued, "by test").await.unwrap() else {
         panic!("a queued job is cancelled at once");
     };
     assert_eq!(
@@ -301,40 +329,38 @@ async fn cancel_rules() {
         (JobState::Cancelled, "by test")
     );
     assert!(matches!(
-        t.store.cancel_job(queued, "again").await.unwrap(),
+        store.cancel_job(queued, "again").await.unwrap(),
         CancelOutcome::AlreadyCancelled(_)
     ));
 
-    set_allow(&*t.store, "acme", true).await;
-    let claimed = t.store.claim_job("w", LEASE).await.unwrap().unwrap();
+    set_allow(&*store, "acme", true).await;
+    let claimed = store.claim_job("w", LEASE).await.unwrap().unwrap();
     assert!(matches!(
-        t.store.cancel_job(claimed.job.id, "stop").await.unwrap(),
+        store.cancel_job(claimed.job.id, "stop").await.unwrap(),
         CancelOutcome::Requested(_)
     ));
     assert_eq!(
-        t.store.renew_lease(&claimed.lease, LEASE).await.unwrap(),
+        store.renew_lease(&claimed.lease, LEASE).await.unwrap(),
         LeaseStatus::Held {
             cancel_reason: Some("stop".into())
         },
         "a worker on another replica learns of the request at renewal"
     );
-    t.store
+    store
         .finish_job(&claimed.lease, JobState::Succeeded, "")
         .await
         .unwrap();
     assert!(matches!(
-        t.store.cancel_job(claimed.job.id, "late").await,
+        store.cancel_job(claimed.job.id, "late").await,
         Err(Error::FailedPrecondition(_))
     ));
 }
 
 /// The pool end to end: enqueue, wake, run, settle, publish.
-#[tokio::test]
-async fn the_pool_runs_a_job_to_success_and_watchers_see_monotonic_progress() {
-    let t = store().await;
-    org_with_members(&*t.store, "acme", 3000).await;
+async fn the_pool_runs_a_job_to_success_and_watchers_see_monotonic_progress(store: Arc<dyn Store>) {
+    org_with_members(&*store, "acme", 3000).await;
     let auth = FakeAuth::with_linked(3000);
-    let runner = Arc::new(runner(&t.store, &auth, fast_config(250, 3)));
+    let runner = Arc::new(runner(&store, &auth, fast_config(250, 3)));
     let hub = Arc::clone(&runner.hub);
     let wakeup = Arc::new(Wakeup::default());
     let pool = Arc::new(WorkerPool {
@@ -352,9 +378,9 @@ async fn the_pool_runs_a_job_to_success_and_watchers_see_monotonic_progress() {
     let shutdown = CancellationToken::new();
     let pool_task = tokio::spawn(Arc::clone(&pool).run(shutdown.clone()));
 
-    let job_id = set_allow(&*t.store, "acme", false).await.job_id.unwrap();
+    let job_id = set_allow(&*store, "acme", false).await.job_id.unwrap();
     let mut sub = hub.subscribe(job_id);
-    sub.offer(&t.store.get_job(job_id).await.unwrap().unwrap());
+    sub.offer(&store.get_job(job_id).await.unwrap().unwrap());
     wakeup.wake();
 
     let mut seen: Vec<Arc<Job>> = Vec::new();
@@ -382,28 +408,26 @@ async fn the_pool_runs_a_job_to_success_and_watchers_see_monotonic_progress() {
     pool_task.await.unwrap();
 }
 
-#[tokio::test]
-async fn pruning_removes_only_jobs_that_ended_before_the_cutoff() {
-    let t = store().await;
-    org_with_members(&*t.store, "acme", 1).await;
-    org_with_members(&*t.store, "busy", 1).await;
-    let ended = set_allow(&*t.store, "acme", false).await.job_id.unwrap();
-    t.store.cancel_job(ended, "by test").await.unwrap();
-    let queued = set_allow(&*t.store, "busy", false).await.job_id.unwrap();
+async fn pruning_removes_only_jobs_that_ended_before_the_cutoff(store: Arc<dyn Store>) {
+    org_with_members(&*store, "acme", 1).await;
+    org_with_members(&*store, "busy", 1).await;
+    let ended = set_allow(&*store, "acme", false).await.job_id.unwrap();
+    store.cancel_job(ended, "by test").await.unwrap();
+    let queued = set_allow(&*store, "busy", false).await.job_id.unwrap();
 
     let before_end = crate::domain::now_micros() - 60_000_000;
     assert_eq!(
-        t.store.prune_finished_jobs(before_end).await.unwrap(),
+        store.prune_finished_jobs(before_end).await.unwrap(),
         0,
         "too recent"
     );
     let after_end = crate::domain::now_micros() + 1;
     // The cancelled job, and the two orgs' creation-time policy jobs that
     // the flips superseded (CANCELLED, so ended too).
-    assert_eq!(t.store.prune_finished_jobs(after_end).await.unwrap(), 3);
-    assert!(t.store.get_job(ended).await.unwrap().is_none());
+    assert_eq!(store.prune_finished_jobs(after_end).await.unwrap(), 3);
+    assert!(store.get_job(ended).await.unwrap().is_none());
     assert!(
-        t.store.get_job(queued).await.unwrap().is_some(),
+        store.get_job(queued).await.unwrap().is_some(),
         "unfinished jobs are kept"
     );
 }

@@ -124,11 +124,15 @@ fn stopped() -> Error {
     Error::Unavailable("the write queue has stopped; retry against another server".into())
 }
 
-/// A failed batch's error, for each of its callers. A busy database stays
+/// A failed batch's error, for each of its callers. A transient database
+/// failure (busy, a lost connection, a statement timeout, a failover) stays
 /// retryable; anything else is internal (and was logged once, above).
 fn shared(err: &Error) -> Error {
     match err {
-        Error::Storage(sqlx::Error::PoolTimedOut) => Error::Storage(sqlx::Error::PoolTimedOut),
+        Error::Storage(inner) if orgauth_runtime::database::is_transient(inner) => {
+            Error::DatabaseBusy(inner.to_string())
+        }
+        Error::DatabaseBusy(message) => Error::DatabaseBusy(message.clone()),
         Error::Unavailable(message) => Error::Unavailable(message.clone()),
         other => Error::Internal(format!("batch write failed: {other}")),
     }
@@ -186,7 +190,15 @@ mod tests {
             Err::<Vec<Result<u32>>, _>(Error::Storage(sqlx::Error::PoolTimedOut))
         });
         let err = failing.submit(1).await.unwrap_err();
-        assert!(matches!(err, Error::Storage(sqlx::Error::PoolTimedOut)));
+        // Still retryable for the caller: UNAVAILABLE DATABASE_BUSY.
+        assert!(matches!(err, Error::DatabaseBusy(_)), "{err:?}");
+        assert_eq!(err.reason(), "DATABASE_BUSY");
+
+        let broken = GroupCommit::spawn(8, |_requests: Vec<u32>| async {
+            Err::<Vec<Result<u32>>, _>(Error::Storage(sqlx::Error::RowNotFound))
+        });
+        let err = broken.submit(1).await.unwrap_err();
+        assert!(matches!(err, Error::Internal(_)), "{err:?}");
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Durable state of org-server behind one trait, so the domain and the job
-//! runner never see SQL and a second backend (PostgreSQL) slots in beside
-//! SQLite.
+//! runner never see SQL: [`SqliteStore`] (one file, one replica) and
+//! [`PgStore`] (one database shared by several replicas), which pass the
+//! same tests. [`job_changes`] hears, through PostgreSQL, the job changes
+//! other replicas make.
 //!
 //! Each method is one transaction. Writes that change a job return the job
 //! as committed, so callers can push exactly that state to watchers. Job
@@ -8,46 +10,47 @@
 //! has claimed the job, they fail with `Error::LeaseLost`.
 
 mod group_commit;
+pub mod job_changes;
+pub(crate) mod postgres;
+mod rows;
 mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use orgauth_runtime::database::{DatabaseUrl, open_postgres};
 use uuid::Uuid;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::job::{Checkpoint, Job, JobFilter, MemberFailure};
 use crate::domain::org::{Member, NewOrg, Org, OrgUpdate};
 use crate::error::{Error, Result};
 
-/// Opens the store a `--database` URL names, applying migrations.
-pub async fn open(url: &str, options: &StoreOptions) -> Result<std::sync::Arc<dyn Store>> {
-    if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(std::sync::Arc::new(SqliteStore::open(path, options).await?));
-    }
-    Err(Error::invalid(
-        "--database",
-        format!(
-            "unsupported database URL {:?}: this build supports sqlite://PATH",
-            url.split(':').next().unwrap_or_default()
-        ),
-    ))
-}
-
-/// Tuning shared by every backend.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// Upper bound on pooled connections.
-    pub max_connections: u32,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions { max_connections: 8 }
+/// Opens the store `url` names, refusing a schema newer than the binary
+/// and applying pending migrations.
+pub async fn open(url: &DatabaseUrl, options: &StoreOptions) -> Result<Arc<dyn Store>> {
+    match url {
+        DatabaseUrl::Sqlite(path) => {
+            let path = path.to_str().ok_or_else(|| {
+                Error::invalid("--database", "the SQLite path must be valid UTF-8")
+            })?;
+            Ok(Arc::new(SqliteStore::open(path, options).await?))
+        }
+        DatabaseUrl::Postgres(url) => {
+            let pool = open_postgres(url, &postgres::MIGRATOR, options).await?;
+            Ok(Arc::new(PgStore::from_pool(pool).await?))
+        }
     }
 }
+
+/// Pool sizing and bounds, shared with auth-server.
+pub type StoreOptions = orgauth_runtime::database::DbOptions;
 
 /// A worker's claim on a running job. `epoch` increases with every claim,
 /// which is what fences out a worker whose lease expired.

@@ -25,12 +25,11 @@ use tracing::{Instrument, info, info_span};
 use uuid::Uuid;
 
 use super::group_commit::GroupCommit;
+use super::rows::{CREATE_ORG, FirstResponse, JobRow, OrgRow, lease_lost, merged_sample, micros};
 use super::{
     CancelOutcome, ClaimedJob, Lease, LeaseStatus, OrgWrite, Progress, Store, StoreOptions,
 };
-use crate::domain::job::{
-    Checkpoint, FAILURE_SAMPLE_SIZE, Job, JobFilter, JobKind, JobState, MemberFailure,
-};
+use crate::domain::job::{Checkpoint, Job, JobFilter, JobState, MemberFailure};
 use crate::domain::org::{Member, NewOrg, Org, OrgUpdate};
 use crate::domain::{Micros, now_micros};
 use crate::error::{Error, Result};
@@ -51,7 +50,7 @@ macro_rules! org_columns {
     };
 }
 
-mod org_writes;
+pub(super) mod org_writes;
 
 /// Most UpdateOrgs one group commit writes together; beyond this they wait
 /// for the next transaction.
@@ -125,80 +124,6 @@ impl SqliteStore {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct OrgRow {
-    id: String,
-    display_name: String,
-    allow_custom_sso: bool,
-    revision: i64,
-    member_count: i64,
-    create_time: i64,
-    update_time: i64,
-}
-
-impl From<OrgRow> for Org {
-    fn from(row: OrgRow) -> Self {
-        Org {
-            id: row.id,
-            display_name: row.display_name,
-            allow_custom_sso: row.allow_custom_sso,
-            revision: row.revision,
-            member_count: row.member_count,
-            create_time: row.create_time,
-            update_time: row.update_time,
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct JobRow {
-    id: String,
-    org_id: String,
-    kind: i64,
-    state: i64,
-    total_members: i64,
-    processed_members: i64,
-    unlinked_members: i64,
-    failed_members: i64,
-    attempt: i64,
-    last_error: String,
-    failure_sample: String,
-    version: i64,
-    create_time: i64,
-    update_time: i64,
-    start_time: Option<i64>,
-    end_time: Option<i64>,
-    cursor: Option<String>,
-    cancel_reason: Option<String>,
-    lease_epoch: i64,
-    seq: i64,
-}
-
-impl JobRow {
-    fn into_job(self) -> Result<Job> {
-        let corrupt = |what: &str| Error::Internal(format!("job {}: corrupt {what}", self.id));
-        Ok(Job {
-            id: Uuid::try_parse(&self.id).map_err(|_| corrupt("id"))?,
-            kind: JobKind::from_i64(self.kind).ok_or_else(|| corrupt("kind"))?,
-            state: JobState::from_i64(self.state).ok_or_else(|| corrupt("state"))?,
-            failures: serde_json::from_str(&self.failure_sample)
-                .map_err(|_| corrupt("failure sample"))?,
-            attempt: i32::try_from(self.attempt).unwrap_or(i32::MAX),
-            org_id: self.org_id,
-            total_members: self.total_members,
-            processed_members: self.processed_members,
-            unlinked_members: self.unlinked_members,
-            failed_members: self.failed_members,
-            last_error: self.last_error,
-            version: self.version,
-            create_time: self.create_time,
-            update_time: self.update_time,
-            start_time: self.start_time,
-            end_time: self.end_time,
-        })
-    }
-}
-
 async fn org_exists(tx: &mut Transaction<'static, Sqlite>, org_id: &str) -> Result<()> {
     let found: Option<(i64,)> = sqlx::query_as("SELECT 1 FROM orgs WHERE id = ?1")
         .bind(org_id)
@@ -234,29 +159,17 @@ where
         .map_err(|err| Error::Internal(format!("cannot encode ids: {err}")))
 }
 
-fn lease_lost(lease: &Lease) -> Error {
-    Error::LeaseLost {
-        job_id: lease.job_id.to_string(),
-    }
-}
-
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_org(&self, new: &NewOrg) -> Result<OrgWrite> {
-        const METHOD: &str = "CreateOrg";
         let mut tx = self.begin_write().await?;
         let now = now_micros();
         let fingerprint = new.fingerprint();
         if let Some(request_id) = &new.request_id {
             let mut stored =
-                org_writes::stored_responses(&mut tx, METHOD, std::iter::once(request_id.as_str()))
-                    .await?;
+                org_writes::stored_responses(&mut tx, CREATE_ORG, &[request_id.as_str()]).await?;
             if let Some(first) = stored.remove(request_id.as_str()) {
-                return first.replay(METHOD, request_id, &fingerprint);
+                return first.replay(CREATE_ORG, request_id, &fingerprint);
             }
         }
         let id = new.id.clone().unwrap_or_else(|| Uuid::now_v7().to_string());
@@ -292,12 +205,12 @@ impl Store for SqliteStore {
             }
         }
         if let Some(request_id) = &new.request_id {
-            let first = org_writes::FirstResponse {
+            let first = FirstResponse {
                 request_id,
                 fingerprint,
                 write: &write,
             };
-            org_writes::remember(&mut tx, METHOD, &[first], now).await?;
+            org_writes::remember(&mut tx, CREATE_ORG, &[first], now).await?;
         }
         tx.commit().await?;
         Ok(write)
@@ -602,19 +515,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        let lease = Lease {
-            job_id: Uuid::try_parse(&row.id)
-                .map_err(|_| Error::Internal(format!("job {}: corrupt id", row.id)))?,
-            epoch: row.lease_epoch,
-        };
-        let cursor = row.cursor.clone();
-        let cancel_reason = row.cancel_reason.clone();
-        Ok(Some(ClaimedJob {
-            job: row.into_job()?,
-            cursor,
-            lease,
-            cancel_reason,
-        }))
+        row.into_claimed().map(Some)
     }
 
     async fn renew_lease(&self, lease: &Lease, lease_for: Duration) -> Result<LeaseStatus> {
@@ -666,18 +567,7 @@ impl Store for SqliteStore {
                     .bind(&job_id)
                     .fetch_one(&mut *tx)
                     .await?;
-            let mut sample: Vec<MemberFailure> = serde_json::from_str(&sample).unwrap_or_default();
-            if sample.len() < FAILURE_SAMPLE_SIZE {
-                for failure in &checkpoint.failures {
-                    if sample.len() == FAILURE_SAMPLE_SIZE {
-                        break;
-                    }
-                    if !sample.iter().any(|s| s.member_id == failure.member_id) {
-                        sample.push(failure.clone());
-                    }
-                }
-                sample_update = serde_json::to_string(&sample).ok();
-            }
+            sample_update = merged_sample(&sample, &checkpoint.failures);
         }
         let row: Option<JobRow> = sqlx::query_as(concat!(
             "UPDATE jobs SET processed_members = processed_members + ?3, \
