@@ -580,13 +580,21 @@ impl Store for PgStore {
                 return Ok(None);
             };
             // The whole rule again, from a snapshot taken under the lock
-            // (module docs).
+            // (module docs). The clock is read again here, after the lock:
+            // the org's previous job may have ended since `now`. And the
+            // start is never recorded before that job's end, which another
+            // replica's clock stamped: an org's jobs never appear to
+            // overlap, even with clocks a few milliseconds apart.
+            let started = now_micros();
             let row: Option<JobRow> = sqlx::query_as(concat!(
                 "UPDATE jobs SET state = 2, lease_owner = $2, lease_epoch = lease_epoch + 1, \
-                 lease_expires = $3, attempt = attempt + 1, start_time = COALESCE(start_time, $4), \
+                 lease_expires = $3, attempt = attempt + 1, \
+                 start_time = COALESCE(start_time, GREATEST($5, \
+                     (SELECT o.end_time FROM jobs o WHERE o.org_id = jobs.org_id \
+                      AND o.seq < jobs.seq ORDER BY o.seq DESC LIMIT 1))), \
                  total_members = CASE kind WHEN 1 THEN GREATEST(processed_members, \
                      (SELECT member_count FROM orgs WHERE orgs.id = jobs.org_id)) ELSE 0 END, \
-                 version = version + 1, update_time = $4 \
+                 version = version + 1, update_time = $5 \
                  WHERE seq = $1 AND state IN (1, 2) AND (state = 1 OR lease_expires < $4) \
                  AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.org_id = jobs.org_id \
                                  AND o.state IN (1, 2) AND o.seq < jobs.seq) \
@@ -595,8 +603,9 @@ impl Store for PgStore {
             ))
             .bind(seq)
             .bind(owner)
-            .bind(now.saturating_add(micros(lease_for)))
+            .bind(started.saturating_add(micros(lease_for)))
             .bind(now)
+            .bind(started)
             .fetch_optional(&mut *tx)
             .await?;
             match row {
