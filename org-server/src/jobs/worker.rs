@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::runner::{RunError, RunOutcome, Runner};
 use super::{RunningJobs, StopReason, StopSignal};
@@ -168,9 +168,12 @@ impl WorkerPool {
                 return;
             }
             Err(RunError::Store(err)) => {
-                // Leave the job RUNNING: its lease expires and the job is
-                // retried from its last checkpoint, by us or another replica.
+                // The job stays RUNNING and resumes from its last
+                // checkpoint. Hand it back as soon as the database answers
+                // again, so that a brief outage (a restart, a failover)
+                // does not idle it for the rest of its lease.
                 error!(error = %err, "storage failed while running the job");
+                self.release_when_possible(lease).await;
                 return;
             }
             Err(err @ (RunError::RetriesExhausted { .. } | RunError::Permanent(_))) => {
@@ -192,6 +195,34 @@ impl WorkerPool {
                 self.runner.hub.publish(&job);
             }
             Err(err) => warn!(error = %err, "recording the end of the job failed"),
+        }
+    }
+}
+
+impl WorkerPool {
+    /// Releases `lease`, retrying with backoff for at most the lease's
+    /// duration (after which it has expired anyway). Harmless if another
+    /// worker took the job meanwhile: the release is fenced by the epoch.
+    async fn release_when_possible(&self, lease: &crate::store::Lease) {
+        let give_up = tokio::time::Instant::now() + self.config.lease;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.runner.store.release_lease(lease).await {
+                Ok(()) => {
+                    info!("job handed back after a storage failure, to resume at once");
+                    self.wakeup.wake();
+                    return;
+                }
+                Err(err) if tokio::time::Instant::now() + backoff < give_up => {
+                    debug!(error = %err, "cannot hand the job back yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(err) => {
+                    warn!(error = %err, "cannot hand the job back; its lease will expire");
+                    return;
+                }
+            }
         }
     }
 }
