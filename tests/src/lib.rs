@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: starts real `auth-server` and
 //! `org-server` processes on 127.0.0.1 port 0, each with its own SQLite
-//! files in a temporary directory, and hands out gRPC clients.
+//! files in a temporary directory (or on PostgreSQL databases the test
+//! gives, for the cluster tests), and hands out gRPC clients.
 //!
 //! The binaries are taken from the cargo target directory next to the test
 //! executable (`cargo test --workspace` builds them), or from
@@ -231,6 +232,23 @@ impl Server {
         let next = Server::spawn(self.name, args, self.envs.clone(), self.log_path.clone());
         *self = next;
     }
+
+    /// A graceful restart: SIGTERM, wait up to `timeout` for the process to
+    /// exit (panicking, with the log, if it does not), then start the same
+    /// binary again with the same flags and environment on the same
+    /// address. Returns how the old process exited.
+    pub fn restart_gracefully(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal("TERM");
+        let status = self.wait_exit(timeout).unwrap_or_else(|| {
+            panic!(
+                "{} did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                self.name,
+                self.log()
+            )
+        });
+        self.restart();
+        status
+    }
 }
 
 impl Drop for Server {
@@ -271,6 +289,12 @@ pub struct StackOptions {
     pub org_env: Vec<(String, String)>,
     /// Point org-server at this Auth endpoint instead of the stack's.
     pub auth_endpoint: Option<String>,
+    /// org-server's `--database`; `None`: a SQLite file in the stack's
+    /// directory.
+    pub org_database: Option<String>,
+    /// auth-server's `--database`; `None`: a SQLite file in the stack's
+    /// directory.
+    pub auth_database: Option<String>,
 }
 
 impl Default for StackOptions {
@@ -282,6 +306,8 @@ impl Default for StackOptions {
             org_args: Vec::new(),
             org_env: Vec::new(),
             auth_endpoint: None,
+            org_database: None,
+            auth_database: None,
         }
     }
 }
@@ -292,6 +318,8 @@ pub struct Stack {
     pub auth: Server,
     pub dir: tempfile::TempDir,
     pub tokens: Tokens,
+    /// org-server's `--database`, for more replicas on it.
+    pub org_database: String,
 }
 
 impl Stack {
@@ -303,13 +331,19 @@ impl Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let tokens_file = dir.path().join("tokens");
         let tokens = Tokens::write(&tokens_file);
+        let org_database = options
+            .org_database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("org.db").display()));
         let auth = Server::spawn(
             "auth-server",
             vec![
                 "--listen".into(),
                 "127.0.0.1:0".into(),
                 "--database".into(),
-                format!("sqlite://{}", dir.path().join("auth.db").display()),
+                options.auth_database.clone().unwrap_or_else(|| {
+                    format!("sqlite://{}", dir.path().join("auth.db").display())
+                }),
                 "--tokens-file".into(),
                 tokens_file.display().to_string(),
             ],
@@ -324,7 +358,7 @@ impl Stack {
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--database".into(),
-            format!("sqlite://{}", dir.path().join("org.db").display()),
+            org_database.clone(),
             "--auth-endpoint".into(),
             auth_endpoint,
             "--workers".into(),
@@ -349,6 +383,7 @@ impl Stack {
             auth,
             dir,
             tokens,
+            org_database,
         }
     }
 
@@ -814,7 +849,7 @@ impl Stack {
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--database".into(),
-            format!("sqlite://{}", self.dir.path().join("org.db").display()),
+            self.org_database.clone(),
             "--auth-endpoint".into(),
             self.auth.endpoint(),
             "--tokens-file".into(),
@@ -830,6 +865,48 @@ impl Stack {
             )],
             self.dir.path().join(log_name),
         )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for the cluster tests (cluster.rs): several org-server replicas on
+// one PostgreSQL database.
+// ---------------------------------------------------------------------------
+
+impl Stack {
+    /// Another org-server replica with the same flags and environment as the
+    /// stack's own (database, Auth, tokens, workers, batch size, ...) but on
+    /// a fresh port, with `overrides` (flag, value) replacing the value of a
+    /// flag it already has or added otherwise. Logs to `log_name` in the
+    /// stack's directory.
+    pub fn spawn_org_replica(&self, log_name: &str, overrides: &[(&str, &str)]) -> Server {
+        let mut args = self.org.args.clone();
+        let mut set = |flag: &str, value: &str| match args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < args.len() => value.clone_into(&mut args[i + 1]),
+            _ => args.extend([flag.to_owned(), value.to_owned()]),
+        };
+        set("--listen", "127.0.0.1:0");
+        for (flag, value) in overrides {
+            set(flag, value);
+        }
+        Server::spawn(
+            "org-server",
+            args,
+            self.org.envs.clone(),
+            self.dir.path().join(log_name),
+        )
+    }
+
+    /// OrgService of `server` (one of this stack's org-server replicas), as
+    /// the admin.
+    pub async fn orgs_of(&self, server: &Server) -> OrgServiceClient<Authed> {
+        OrgServiceClient::new(authed(server.channel().await, &self.tokens.admin))
+    }
+
+    /// JobService of `server` (one of this stack's org-server replicas), as
+    /// the admin.
+    pub async fn jobs_of(&self, server: &Server) -> JobServiceClient<Authed> {
+        JobServiceClient::new(authed(server.channel().await, &self.tokens.admin))
     }
 }
 
