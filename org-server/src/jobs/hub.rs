@@ -73,6 +73,22 @@ impl WatchHub {
         channels.keys().copied().collect()
     }
 
+    /// The watched jobs whose watchers have not yet seen them end: the
+    /// ones a missed change could leave waiting forever.
+    pub fn watched_unfinished(&self) -> Vec<Uuid> {
+        let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        channels
+            .iter()
+            .filter(|(_, sender)| {
+                sender
+                    .borrow()
+                    .as_ref()
+                    .is_none_or(|job| !job.state.is_terminal())
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Number of jobs with at least one watcher (for tests and metrics).
     pub fn watched_jobs(&self) -> usize {
         self.channels
@@ -207,5 +223,14 @@ mod tests {
         assert!(!hub.is_behind(id, 3));
         assert!(hub.is_behind(id, 5));
         assert_eq!(hub.watched(), vec![id]);
+        assert_eq!(hub.watched_unfinished(), vec![id]);
+        let mut ended = job(id, 6);
+        ended.state = JobState::Succeeded;
+        hub.publish(&ended);
+        assert_eq!(hub.watched(), vec![id]);
+        assert!(
+            hub.watched_unfinished().is_empty(),
+            "its watchers saw the end"
+        );
     }
 }
