@@ -88,9 +88,29 @@ fn classify(status: &Status) -> AuthCallError {
     );
     AuthCallError {
         code: code_name(status.code()).to_owned(),
-        message: with_causes(status),
+        message: storable(&with_causes(status)),
         transient,
     }
+}
+
+/// Longest text from Auth kept in a job (`last_error`, a failure's code or
+/// message); the rest is cut.
+const MAX_STORED_TEXT: usize = 1024;
+
+/// Text from Auth as a job can store it on every backend: PostgreSQL
+/// refuses NUL in text and JSON, and a peer's message is not ours to let
+/// grow without bound.
+fn storable(text: &str) -> String {
+    let mut kept: String = text.chars().filter(|&c| c != '\0').collect();
+    if kept.len() > MAX_STORED_TEXT {
+        let mut end = MAX_STORED_TEXT;
+        while !kept.is_char_boundary(end) {
+            end -= 1;
+        }
+        kept.truncate(end);
+        kept.push('…');
+    }
+    kept
 }
 
 /// The status message and the errors underneath it. A refused TLS
@@ -164,8 +184,8 @@ impl AuthGateway for GrpcAuthGateway {
                     Ok(pb::UnlinkOutcome::Unlinked) => UnlinkOutcome::Unlinked,
                     Ok(pb::UnlinkOutcome::NotLinked) => UnlinkOutcome::NotLinked,
                     Ok(pb::UnlinkOutcome::Error) => UnlinkOutcome::Failed {
-                        code: result.error_code,
-                        message: result.error_message,
+                        code: storable(&result.error_code),
+                        message: storable(&result.error_message),
                     },
                     Ok(pb::UnlinkOutcome::Unspecified) | Err(_) => UnlinkOutcome::Failed {
                         code: "UNKNOWN".into(),
@@ -180,6 +200,22 @@ impl AuthGateway for GrpcAuthGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_from_auth_is_stored_without_nul_and_bounded() {
+        assert_eq!(storable("bad\0member"), "badmember");
+        let long = "é".repeat(MAX_STORED_TEXT);
+        let kept = storable(&long);
+        assert!(
+            kept.len() <= MAX_STORED_TEXT + '…'.len_utf8(),
+            "{}",
+            kept.len()
+        );
+        assert!(kept.ends_with('…'));
+        assert_eq!(storable("fine"), "fine");
+        let status = Status::new(Code::Unavailable, "down\0");
+        assert_eq!(classify(&status).message, "down");
+    }
 
     #[test]
     fn transient_codes_are_retried() {

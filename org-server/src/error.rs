@@ -194,6 +194,16 @@ impl Error {
         }
     }
 
+    /// The database could not serve this now but may soon (busy, briefly
+    /// unreachable, a statement timeout, a failover): retrying may work.
+    pub fn is_transient_storage(&self) -> bool {
+        match self {
+            Error::DatabaseBusy(_) => true,
+            Error::Storage(err) => orgauth_runtime::database::is_transient(err),
+            _ => false,
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidArgument {
             field: field.into(),

@@ -169,11 +169,15 @@ impl WorkerPool {
             }
             Err(RunError::Store(err)) => {
                 // The job stays RUNNING and resumes from its last
-                // checkpoint. Hand it back as soon as the database answers
-                // again, so that a brief outage (a restart, a failover)
-                // does not idle it for the rest of its lease.
+                // checkpoint. After a transient failure (a restart, a
+                // failover) hand it back as soon as the database answers
+                // again, so a brief outage does not idle it for the rest of
+                // its lease. Any other failure would only recur at once:
+                // then the lease runs out first.
                 error!(error = %err, "storage failed while running the job");
-                self.release_when_possible(lease).await;
+                if err.is_transient_storage() {
+                    self.release_when_possible(lease).await;
+                }
                 return;
             }
             Err(err @ (RunError::RetriesExhausted { .. } | RunError::Permanent(_))) => {
