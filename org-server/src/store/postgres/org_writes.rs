@@ -68,10 +68,18 @@ impl OrgWriteTx for PgConnection {
         if org_ids.is_empty() {
             return Ok(HashMap::new());
         }
+        // Every row read here is one this batch has locked. The rows that
+        // existed at the start were locked by `lock_orgs`, and re-locking
+        // them is free. An org created (and committed) since then was not:
+        // planning from it unlocked would let another replica's batch
+        // update it in between, and one of the two updates would be lost.
+        // NOWAIT takes it now if nobody holds it, and otherwise fails the
+        // batch with lock_not_available, which is transient (callers
+        // retry) and never waits, so it cannot deadlock.
         let rows: Vec<OrgRow> = sqlx::query_as(concat!(
             "SELECT ",
             org_columns!(),
-            " FROM orgs WHERE id = ANY($1)"
+            " FROM orgs WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE NOWAIT"
         ))
         .bind(org_ids)
         .fetch_all(&mut *self)
