@@ -12,9 +12,9 @@
 //! ([`crate::schema`]); sqlx holds a `pg_advisory_lock` while migrating, so
 //! replicas starting together migrate once. That connection carries no
 //! `statement_timeout`: a long migration is not cut short. Then the pool
-//! opens: at most `--db-max-connections`, each set up with
-//! `set_config('statement_timeout', …)` when it connects, so no statement
-//! runs longer than `--db-statement-timeout`. A caller waits at most
+//! opens: at most `--db-max-connections`, each set up when it connects so
+//! that no statement runs, and no transaction sits idle, longer than
+//! `--db-statement-timeout`, with TCP keepalives on the server's side. A caller waits at most
 //! `--db-connect-timeout` for a pooled connection.
 
 use std::ffi::OsStr;
@@ -356,7 +356,7 @@ pub async fn open_postgres(
         .max_connections(options.max_connections)
         .acquire_timeout(options.connect_timeout)
         .after_connect(move |conn, _meta| {
-            Box::pin(set_statement_timeout(conn, statement_timeout.clone()))
+            Box::pin(set_session_limits(conn, statement_timeout.clone()))
         })
         .connect_with(connect)
         .await
@@ -448,13 +448,27 @@ fn statement_timeout_millis(timeout: Duration) -> String {
     millis.to_string()
 }
 
-/// Sets `statement_timeout` on a new pooled connection, for the whole
-/// session. A bound parameter, not SQL text built from the flag.
-async fn set_statement_timeout(conn: &mut PgConnection, millis: String) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT set_config('statement_timeout', $1, false)")
-        .bind(millis)
-        .execute(conn)
-        .await?;
+/// Sets a new pooled connection's session limits, for the whole session,
+/// as bound parameters (never SQL text built from a flag):
+///
+/// - `statement_timeout`: no statement runs longer than the flag allows;
+/// - `idle_in_transaction_session_timeout`, the same: a replica cut off in
+///   the middle of a transaction (a partition, not a clean crash) cannot
+///   hold its row locks, and so stall every other replica, for longer;
+/// - server-side TCP keepalives (30 s idle, then every 10 s, 3 probes), so
+///   the server notices a vanished replica in about a minute rather than
+///   the operating system's default of two hours.
+async fn set_session_limits(conn: &mut PgConnection, millis: String) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('statement_timeout', $1, false), \
+                set_config('idle_in_transaction_session_timeout', $1, false), \
+                set_config('tcp_keepalives_idle', '30', false), \
+                set_config('tcp_keepalives_interval', '10', false), \
+                set_config('tcp_keepalives_count', '3', false)",
+    )
+    .bind(millis)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

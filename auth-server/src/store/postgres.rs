@@ -433,7 +433,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_pooled_connection_gets_the_statement_timeout() {
+    async fn every_pooled_connection_gets_the_session_limits() {
         let options = StoreOptions {
             statement_timeout: Duration::from_millis(300),
             max_connections: 3,
@@ -450,6 +450,16 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(shown, "300ms");
+            let idle: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(idle, "300ms");
+            let keepalive: String = sqlx::query_scalar("SHOW tcp_keepalives_idle")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(keepalive, "30", "seconds");
             held.push(conn);
         }
         drop(held);
