@@ -160,6 +160,7 @@ impl OrgServer {
                 store: Arc::clone(&store),
                 hub: Arc::clone(&hub),
                 wakeup: Arc::clone(&wakeup),
+                running: Arc::clone(&running),
                 safety_poll: crate::jobs::follow::SAFETY_POLL,
             }),
             DatabaseUrl::Sqlite(_) => None,

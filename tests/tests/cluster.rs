@@ -1527,3 +1527,77 @@ async fn a_database_restart_mid_job_loses_no_state_and_watchers_on_the_other_rep
             .join("\n")
     );
 }
+
+/// CancelJob through B of a job that A runs, while A's worker sits in a
+/// retry backoff (Auth is down), so no checkpoint would tell it for a
+/// while: the stored request is announced, A's heartbeat checks its lease
+/// at once, and the job ends CANCELLED well before the heartbeat's own
+/// period (a third of the default 15 s lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_through_one_replica_stops_the_job_running_on_the_other_at_once() {
+    let Some(mut cluster) = Cluster::start(
+        StackOptions {
+            workers: 2,
+            org_args: args(&[
+                "--retry-initial-backoff",
+                "10s",
+                "--retry-max-backoff",
+                "10s",
+            ]),
+            ..Default::default()
+        },
+        &[("--workers", "0")],
+    )
+    .await
+    else {
+        return;
+    };
+    cluster.stack.seed_linked_org("acme", 100).await;
+    cluster.stack.auth.kill9();
+    let stack = &cluster.stack;
+    let job_id = stack.set_allow("acme", false).await;
+    let mut a_jobs = stack.jobs_of(&stack.org).await;
+    // Running on A and stuck: its first call to Auth failed.
+    wait_until("the job retries on A", Duration::from_secs(20), || {
+        let mut a_jobs = a_jobs.clone();
+        let job_id = job_id.clone();
+        async move {
+            let job = get_job(&mut a_jobs, &job_id).await;
+            (job.state == pb::JobState::Running as i32
+                && job.attempt >= 1
+                && !job.last_error.is_empty())
+            .then_some(())
+        }
+    })
+    .await;
+    // Past the claim's own lease renewal, so only the hint can be quick.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let asked = Instant::now();
+    stack
+        .jobs_of(&cluster.b)
+        .await
+        .cancel_job(pb::CancelJobRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .expect("cancel through B");
+    let ended = wait_until("the job ends", Duration::from_secs(20), || {
+        let mut a_jobs = a_jobs.clone();
+        let job_id = job_id.clone();
+        async move {
+            let job = get_job(&mut a_jobs, &job_id).await;
+            (job.state != pb::JobState::Running as i32).then_some(job)
+        }
+    })
+    .await;
+    let took = asked.elapsed();
+    eprintln!("CancelJob through B → CANCELLED on A after {took:?}");
+    assert_eq!(ended.state, pb::JobState::Cancelled as i32, "{ended:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "A stopped only after {took:?}: the heartbeat's period, not the hint"
+    );
+    a_jobs = stack.jobs_of(&cluster.b).await;
+    assert_eq!(get_job(&mut a_jobs, &job_id).await.state, ended.state);
+}

@@ -79,20 +79,25 @@ CREATE TABLE idempotency_keys (
 -- Every committed change of a job is announced on channel `orgauth_jobs`
 -- (delivered at commit, never for a rolled-back change), so that the
 -- replicas' workers and WatchJob streams learn of it at once. Payload:
--- "JOB_ID VERSION STATE CLAIMABLE", where CLAIMABLE is 1 when the change
--- may have made a job runnable (a new queued job, a job that ended and so
--- unblocked its org's next one, a lease handed back). Receivers treat it as
--- a hint and re-read the row: notifications are lost while a listener is
+-- "JOB_ID VERSION STATE CLAIMABLE STOP", where CLAIMABLE is 1 when the
+-- change may have made a job runnable (a new queued job, a job that ended
+-- and so unblocked its org's next one, a lease handed back), and STOP is 1
+-- when a running job was just asked to stop (CancelJob, or superseded), so
+-- the replica running it stops at once. Receivers treat it as a hint and
+-- re-read the row: notifications are lost while a listener is
 -- disconnected.
 CREATE FUNCTION orgauth_announce_job_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     released BOOLEAN := TG_OP = 'UPDATE'
         AND OLD.lease_owner IS NOT NULL AND NEW.lease_owner IS NULL;
+    stop BOOLEAN := TG_OP = 'UPDATE'
+        AND OLD.cancel_reason IS NULL AND NEW.cancel_reason IS NOT NULL;
 BEGIN
-    IF TG_OP = 'INSERT' OR NEW.version <> OLD.version OR released THEN
+    IF TG_OP = 'INSERT' OR NEW.version <> OLD.version OR released OR stop THEN
         PERFORM pg_notify('orgauth_jobs', concat_ws(' ', NEW.id, NEW.version, NEW.state,
-            CASE WHEN NEW.state <> 2 OR released THEN 1 ELSE 0 END));
+            CASE WHEN NEW.state <> 2 OR released THEN 1 ELSE 0 END,
+            CASE WHEN stop THEN 1 ELSE 0 END));
     END IF;
     RETURN NULL;
 END

@@ -1,7 +1,8 @@
 //! Brings changes made by other replicas into this process: the job-change
 //! hints heard from the database ([`crate::store::job_changes`]) wake the
-//! worker pool when a job may have become runnable, and refresh the
-//! watchers of a job whose state they have not seen yet.
+//! worker pool when a job may have become runnable, have a job running
+//! here check its lease at once when another replica asked it to stop, and
+//! refresh the watchers of a job whose state they have not seen yet.
 //!
 //! Hints are never trusted for content: the job is re-read, and the watch
 //! hub orders states by version, so a hint for this process's own write, a
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use super::RunningJobs;
 use super::hub::WatchHub;
 use super::worker::Wakeup;
 use crate::store::Store;
@@ -35,6 +37,7 @@ pub struct ChangeFollower {
     pub store: Arc<dyn Store>,
     pub hub: Arc<WatchHub>,
     pub wakeup: Arc<Wakeup>,
+    pub running: Arc<RunningJobs>,
     /// [`SAFETY_POLL`] in production.
     pub safety_poll: Duration,
 }
@@ -47,6 +50,7 @@ impl ChangeFollower {
             store,
             hub,
             wakeup,
+            running,
             safety_poll,
         } = self;
         let mut safety_poll =
@@ -70,10 +74,14 @@ impl ChangeFollower {
                     job_id,
                     version,
                     claimable,
+                    stop_requested,
                     ..
                 } => {
                     if claimable {
                         wakeup.wake();
+                    }
+                    if stop_requested {
+                        running.recheck(job_id);
                     }
                     if hub.is_behind(job_id, version) {
                         refresh(store.as_ref(), &hub, job_id).await;
@@ -138,6 +146,7 @@ mod tests {
                 store: Arc::clone(&fixture.store),
                 hub: Arc::clone(&hub),
                 wakeup: Arc::new(Wakeup::default()),
+                running: Arc::new(RunningJobs::default()),
                 // Without a hint, only the poll can bring the change.
                 safety_poll: if hinted {
                     Duration::from_secs(3600)
@@ -153,6 +162,7 @@ mod tests {
                         version: cancelled.version,
                         state: JobState::Cancelled,
                         claimable: true,
+                        stop_requested: false,
                     })
                     .await
                     .expect("the follower listens");
@@ -192,6 +202,7 @@ mod tests {
                 store: Arc::clone(&fixture.store),
                 hub: Arc::clone(&hub),
                 wakeup: Arc::new(Wakeup::default()),
+                running: Arc::new(RunningJobs::default()),
                 safety_poll: Duration::from_secs(3600),
             }
             .run(),

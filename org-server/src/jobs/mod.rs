@@ -42,9 +42,23 @@ pub enum StopReason {
 pub struct StopSignal {
     token: CancellationToken,
     reason: Mutex<Option<StopReason>>,
+    /// Asks the job's heartbeat to check its lease now rather than at its
+    /// next period: another replica may have asked the job to stop.
+    recheck: tokio::sync::Notify,
 }
 
 impl StopSignal {
+    /// Has the heartbeat renew the lease at once, which reports whether
+    /// the job was asked to stop.
+    pub fn recheck(&self) {
+        self.recheck.notify_one();
+    }
+
+    /// Completes when [`recheck`](Self::recheck) is called.
+    pub async fn rechecked(&self) {
+        self.recheck.notified().await;
+    }
+
     pub fn stop(&self, reason: StopReason) {
         let mut current = self.reason.lock().unwrap_or_else(PoisonError::into_inner);
         if current.is_none() {
@@ -92,6 +106,20 @@ impl RunningJobs {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&job_id);
+    }
+
+    /// Has the job's heartbeat check its lease now, if it runs here: a
+    /// request to stop it was stored, by another replica.
+    pub fn recheck(&self, job_id: Uuid) {
+        let signal = self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&job_id)
+            .cloned();
+        if let Some(signal) = signal {
+            signal.recheck();
+        }
     }
 
     /// Stops the job if it runs here; otherwise its worker learns of the

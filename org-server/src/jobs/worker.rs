@@ -231,8 +231,9 @@ impl WorkerPool {
     }
 }
 
-/// Renews the lease every third of its duration; stops the job when the
-/// lease is lost, cancellation was requested elsewhere, or on shutdown.
+/// Renews the lease every third of its duration, or at once when asked
+/// (another replica stored a request to stop the job); stops the job when
+/// the lease is lost, cancellation was requested elsewhere, or on shutdown.
 async fn heartbeat(
     runner: Arc<Runner>,
     lease: crate::store::Lease,
@@ -248,6 +249,7 @@ async fn heartbeat(
                 return;
             }
             () = tokio::time::sleep(period) => {}
+            () = stop.rechecked() => {}
         }
         match runner.store.renew_lease(&lease, lease_for).await {
             Ok(LeaseStatus::Held {

@@ -58,6 +58,9 @@ pub enum JobChange {
         /// job ended (unblocking its org's next one), or a lease was
         /// handed back.
         claimable: bool,
+        /// The job is running and was just asked to stop (CancelJob, or
+        /// superseded): whichever replica runs it should stop now.
+        stop_requested: bool,
     },
     /// Changes may have gone unheard (the listener reconnected, or the
     /// consumer fell behind): re-read whatever matters.
@@ -65,17 +68,19 @@ pub enum JobChange {
 }
 
 impl JobChange {
-    /// Parses the trigger's payload, `"JOB_ID VERSION STATE CLAIMABLE"`.
+    /// Parses the trigger's payload, `"JOB_ID VERSION STATE CLAIMABLE STOP"`.
     pub fn parse(payload: &str) -> Option<JobChange> {
         let mut fields = payload.split(' ');
         let job_id = Uuid::try_parse(fields.next()?).ok()?;
         let version = fields.next()?.parse().ok()?;
         let state = JobState::from_i64(fields.next()?.parse().ok()?)?;
-        let claimable = match fields.next()? {
-            "1" => true,
-            "0" => false,
-            _ => return None,
+        let flag = |field: Option<&str>| match field? {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
         };
+        let claimable = flag(fields.next())?;
+        let stop_requested = flag(fields.next())?;
         if fields.next().is_some() {
             return None;
         }
@@ -84,6 +89,7 @@ impl JobChange {
             version,
             state,
             claimable,
+            stop_requested,
         })
     }
 }
@@ -295,31 +301,34 @@ mod tests {
     fn payloads_parse_exactly() {
         let id = Uuid::now_v7();
         assert_eq!(
-            JobChange::parse(&format!("{id} 7 2 0")),
+            JobChange::parse(&format!("{id} 7 2 0 1")),
             Some(JobChange::Changed {
                 job_id: id,
                 version: 7,
                 state: JobState::Running,
                 claimable: false,
+                stop_requested: true,
             })
         );
         assert_eq!(
-            JobChange::parse(&format!("{id} 1 1 1")),
+            JobChange::parse(&format!("{id} 1 1 1 0")),
             Some(JobChange::Changed {
                 job_id: id,
                 version: 1,
                 state: JobState::Queued,
                 claimable: true,
+                stop_requested: false,
             })
         );
         for bad in [
             String::new(),
-            "not-a-uuid 1 1 1".to_owned(),
-            format!("{id} x 1 1"),
-            format!("{id} 1 9 1"),
-            format!("{id} 1 1 2"),
-            format!("{id} 1 1"),
-            format!("{id} 1 1 1 extra"),
+            "not-a-uuid 1 1 1 0".to_owned(),
+            format!("{id} x 1 1 0"),
+            format!("{id} 1 9 1 0"),
+            format!("{id} 1 1 2 0"),
+            format!("{id} 1 1 1 2"),
+            format!("{id} 1 1 1"),
+            format!("{id} 1 1 1 0 extra"),
         ] {
             assert_eq!(JobChange::parse(&bad), None, "{bad:?}");
         }
