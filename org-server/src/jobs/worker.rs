@@ -242,6 +242,9 @@ async fn heartbeat(
     shutdown: CancellationToken,
 ) {
     let period = lease_for / 3;
+    // Until when the lease surely holds, by this process's clock: from the
+    // start of the last renewal that succeeded (the claim, at first).
+    let mut held_until = tokio::time::Instant::now() + lease_for;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
@@ -251,20 +254,36 @@ async fn heartbeat(
             () = tokio::time::sleep(period) => {}
             () = stop.rechecked() => {}
         }
-        match runner.store.renew_lease(&lease, lease_for).await {
-            Ok(LeaseStatus::Held {
-                cancel_reason: None,
-            }) => {}
-            Ok(LeaseStatus::Held {
-                cancel_reason: Some(reason),
-            }) => {
-                stop.stop(StopReason::Cancelled(reason));
+        let renewing = tokio::time::Instant::now();
+        // Bounded: a renewal stuck on a dead connection must not outlive
+        // the lease it is renewing.
+        let renewed =
+            tokio::time::timeout(period, runner.store.renew_lease(&lease, lease_for)).await;
+        match renewed {
+            Ok(Ok(LeaseStatus::Held { cancel_reason })) => {
+                held_until = renewing + lease_for;
+                if let Some(reason) = cancel_reason {
+                    stop.stop(StopReason::Cancelled(reason));
+                }
             }
-            Ok(LeaseStatus::Lost) => {
+            Ok(Ok(LeaseStatus::Lost)) => {
                 stop.stop(StopReason::LeaseLost);
                 return;
             }
-            Err(err) => warn!(error = %err, "lease renewal failed; will retry"),
+            Ok(Err(err)) if tokio::time::Instant::now() + period < held_until => {
+                warn!(error = %err, "lease renewal failed; will retry");
+            }
+            Err(_) if tokio::time::Instant::now() + period < held_until => {
+                warn!("lease renewal got no answer; will retry");
+            }
+            // Cut off from the database for most of a lease: another
+            // worker may claim the job before we can renew again, so stop
+            // sending batches now rather than race it.
+            Ok(Err(_)) | Err(_) => {
+                warn!("cannot renew the lease before it expires; stopping the run");
+                stop.stop(StopReason::LeaseLost);
+                return;
+            }
         }
     }
 }
