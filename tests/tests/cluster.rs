@@ -865,6 +865,17 @@ async fn update_stream(
                 "update {k} ({org_id} -> {allow}) on replica {replica} failed with a \
                  non-transient error: {status:?}"
             );
+            // INTERNAL and UNKNOWN are tolerated only from the transport (a
+            // connection cut by the restart): an answer of the server's own
+            // code carries ErrorInfo, and an INTERNAL there is a bug.
+            assert!(
+                !matches!(
+                    orgauth_e2e::error_reason(&status).as_str(),
+                    "INTERNAL" | "DATABASE_BUSY"
+                ),
+                "update {k} ({org_id} -> {allow}) on replica {replica}: the server answered \
+                 {status:?}"
+            );
             *report
                 .failures
                 .entry(format!("{:?}", status.code()))
