@@ -63,7 +63,13 @@ impl Measured {
 }
 
 /// Measures UpdateOrg on each `(org id, members)` org, smallest first.
-pub async fn run(org: &rpc::Target, orgs: &[(String, u64)], plan: Plan) -> Result<Measured> {
+/// `storage` names the database's durability setting, for the rows' note.
+pub async fn run(
+    org: &rpc::Target,
+    orgs: &[(String, u64)],
+    plan: Plan,
+    storage: &str,
+) -> Result<Measured> {
     let channel = rpc::connect(org).await?;
     let mut org_client = OrgServiceClient::new(channel.clone());
     let mut health = HealthClient::new(channel);
@@ -91,7 +97,7 @@ pub async fn run(org: &rpc::Target, orgs: &[(String, u64)], plan: Plan) -> Resul
     let check_p50 = checks.p50_ms();
     let check_p99 = checks.p99_ms();
     let note = format!(
-        "{} sequential calls after {} warm-up; org-server --workers 0; WAL, synchronous=FULL",
+        "{} sequential calls after {} warm-up; org-server --workers 0; {storage}",
         plan.calls, plan.warmup
     );
     let mut rows = Vec::new();

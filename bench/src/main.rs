@@ -18,10 +18,17 @@
 //!    and the delay from a checkpoint to the last of thousands of watchers,
 //!    next to the delay with one watcher.
 //!
+//! All of that runs on SQLite. Then the Postgres column ([`postgres`])
+//! runs 1, 4 and 5 again with both servers on a throw-away PostgreSQL
+//! server, plus 7, cross-replica watch delay ([`replicas`]): two
+//! org-servers on one database, a watcher on each. Its figures are printed
+//! beside the SQLite ones; `--no-postgres` skips it, and it is skipped with
+//! a note when PostgreSQL is not installed.
+//!
 //! With `--svg-dir DIR` it also draws the results as SVG ([`charts`]).
 //!
 //! ```sh
-//! cargo build --release --workspace && ./target/release/orgauth-bench [--quick] [--json PATH] [--svg-dir DIR]
+//! cargo build --release --workspace && ./target/release/orgauth-bench [--quick] [--no-postgres] [--json PATH] [--svg-dir DIR]
 //! ```
 
 mod charts;
@@ -31,6 +38,8 @@ mod freshness;
 mod latency;
 mod naive;
 mod pickup;
+mod postgres;
+mod replicas;
 mod report;
 mod rpc;
 mod servers;
@@ -41,13 +50,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use futures::{StreamExt, TryStreamExt};
-use orgauth_proto::org::v1::job_service_client::JobServiceClient;
-use orgauth_proto::org::v1::org_service_client::OrgServiceClient;
 
 use crate::error::{Result, fail};
 use crate::latency::size_label;
-use crate::report::{Goal, Machine, Report, Row, SizeLatency, SweepPoint};
+use crate::report::{
+    Compared, Goal, Machine, PostgresReport, Report, Row, SizeLatency, SweepPoint,
+};
 use crate::servers::{OrgOptions, Stack};
 
 /// What both servers' SQLite storage is set to (see their `store::sqlite`).
@@ -76,6 +84,10 @@ struct Cli {
     /// Run even if a server binary is older than its sources.
     #[arg(long)]
     allow_stale: bool,
+    /// Skip the Postgres column (measurements 1, 4, 5 and 7 on PostgreSQL,
+    /// beside the SQLite figures).
+    #[arg(long)]
+    no_postgres: bool,
 }
 
 /// Sizes, counts and durations of one run.
@@ -95,6 +107,8 @@ struct Plan {
     fanout_members: u64,
     /// org-server's `--batch-size` while the fan-out's job runs.
     fanout_batch: u32,
+    /// The Postgres column.
+    postgres: postgres::Plan,
 }
 
 impl Plan {
@@ -110,33 +124,48 @@ impl Plan {
             }
             points
         };
+        let org_sizes = if quick {
+            vec![10, 10_000, 100_000]
+        } else {
+            vec![10, 10_000, 100_000, 1_000_000]
+        };
+        let latency = latency::Plan {
+            warmup: if quick { 20 } else { 50 },
+            calls: if quick { 200 } else { 1000 },
+        };
+        let unlink_sizes = if quick {
+            vec![100_000]
+        } else {
+            vec![100_000, 1_000_000]
+        };
+        let pickup = pickup::Plan {
+            warmup: 20,
+            jobs: if quick { 200 } else { 1000 },
+        };
+        let postgres = postgres::Plan {
+            // The same sizes and counts as SQLite's, so the figures compare.
+            org_sizes: org_sizes.clone(),
+            latency,
+            unlink_sizes: unlink_sizes.clone(),
+            pickup,
+            replicas: replicas::Plan {
+                jobs: if quick { 3 } else { 8 },
+            },
+            replica_members: 100_000,
+        };
         Plan {
             quick,
-            org_sizes: if quick {
-                vec![10, 10_000, 100_000]
-            } else {
-                vec![10, 10_000, 100_000, 1_000_000]
-            },
-            latency: latency::Plan {
-                warmup: if quick { 20 } else { 50 },
-                calls: if quick { 200 } else { 1000 },
-            },
+            org_sizes,
+            latency,
             throughput_levels: vec![1, 16, 64],
             throughput: throughput::Plan {
                 warmup: Duration::from_millis(if quick { 300 } else { 1000 }),
                 duration: Duration::from_secs(if quick { 1 } else { 3 }),
             },
-            unlink_sizes: if quick {
-                vec![100_000]
-            } else {
-                vec![100_000, 1_000_000]
-            },
+            unlink_sizes,
             sweep_members: 100_000,
             sweep,
-            pickup: pickup::Plan {
-                warmup: 20,
-                jobs: if quick { 200 } else { 1000 },
-            },
+            pickup,
             naive: vec![
                 naive::Plan {
                     members: 10_000,
@@ -156,10 +185,12 @@ impl Plan {
             },
             fanout_members: FANOUT_MEMBERS,
             fanout_batch: FANOUT_BATCH,
+            postgres,
         }
     }
 }
 
+/// The id of the org of `members` members.
 fn size_org(members: u64) -> String {
     format!("size-{}", size_label(members).to_lowercase())
 }
@@ -285,6 +316,16 @@ async fn run(cli: Cli) -> Result<()> {
         }
     };
     drop(stack);
+    let sqlite_s = log.start.elapsed().as_secs_f64();
+
+    let pg_start = Instant::now();
+    let pg_outcome = if cli.no_postgres {
+        postgres::Outcome::Skipped("--no-postgres".to_owned())
+    } else {
+        postgres::run(&bin_dir, &plan.postgres, &mut log).await
+    };
+    let pg_s = pg_start.elapsed().as_secs_f64();
+    let pg_report = postgres_report(pg_outcome, &rows, pg_s);
     let wall_s = log.start.elapsed().as_secs_f64();
 
     let mut svg = Vec::new();
@@ -317,13 +358,17 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     println!("- durability: {DURABILITY}");
+    print_postgres(&pg_report);
+    println!("Run:");
     let phases: Vec<String> = log
         .phases
         .iter()
         .map(|(name, s)| format!("{name} {s:.1} s"))
         .collect();
     println!("- phases: {}", phases.join(", "));
-    println!("Wall time: {wall_s:.1} s");
+    println!(
+        "Wall time: {wall_s:.1} s (SQLite suite {sqlite_s:.1} s, Postgres column {pg_s:.1} s)"
+    );
 
     if let Some(path) = cli.json {
         let report = Report {
@@ -338,13 +383,82 @@ async fn run(cli: Cli) -> Result<()> {
             check_p50_ms,
             naive,
             fanout,
+            postgres: pg_report.clone(),
             svg,
             phases: log.phases,
         };
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
         eprintln!("wrote {}", path.display());
     }
+    if pg_report.status == "failed" {
+        return fail(format!(
+            "the Postgres column failed (the SQLite figures above stand): {}",
+            pg_report.reason.as_deref().unwrap_or("")
+        ));
+    }
     Ok(())
+}
+
+/// The Postgres column as reported, its rows beside the SQLite `rows` of
+/// the same names.
+fn postgres_report(outcome: postgres::Outcome, sqlite: &[Row], wall_s: f64) -> PostgresReport {
+    let empty = |status: &str, reason: String, durability: Option<String>| PostgresReport {
+        status: status.to_owned(),
+        reason: Some(reason),
+        durability,
+        rows: Vec::new(),
+        update_latency: Vec::new(),
+        check_p50_ms: None,
+        cross_replica: None,
+        wall_s,
+    };
+    match outcome {
+        postgres::Outcome::Skipped(reason) => empty("skipped", reason, None),
+        postgres::Outcome::Failed { error, durability } => empty("failed", error, durability),
+        postgres::Outcome::Measured(column) => PostgresReport {
+            status: "measured".to_owned(),
+            reason: None,
+            durability: Some(column.durability),
+            rows: Compared::pair(&column.rows, sqlite),
+            update_latency: column.sizes,
+            check_p50_ms: Some(column.check_p50_ms),
+            cross_replica: Some(column.cross_replica),
+            wall_s,
+        },
+    }
+}
+
+/// Prints the Postgres column (after the SQLite notes): its setup, the
+/// table beside SQLite and its notes, or why it is missing.
+fn print_postgres(report: &PostgresReport) {
+    println!();
+    match report.status.as_str() {
+        "measured" => {
+            println!(
+                "Postgres column: measurements 1, 4 and 5 again with both servers on \
+                 PostgreSQL, and 7 (two org-server replicas on one database), beside the \
+                 SQLite figures of this run."
+            );
+            println!("- SQLite: {DURABILITY}");
+            println!(
+                "- Postgres: {}",
+                report.durability.as_deref().unwrap_or("?")
+            );
+            println!();
+            println!("{}", report::compare_table(&report.rows));
+            println!("Notes (Postgres):");
+            for compared in &report.rows {
+                let row = &compared.postgres;
+                if !row.note.is_empty() {
+                    println!("- {}: {}", row.measurement, row.note);
+                }
+            }
+        }
+        status => println!(
+            "Postgres column {status}: {}",
+            report.reason.as_deref().unwrap_or("")
+        ),
+    }
 }
 
 fn sweep_table(sweep: &[SweepPoint]) -> String {
@@ -404,35 +518,7 @@ async fn suite(plan: &Plan, stack: &mut Stack, log: &mut Log) -> Result<Results>
             "   raw {members}: {:.2} s",
             raw.elapsed.as_secs_f64()
         ));
-        let label = size_label(members);
-        unlink_rows.push(
-            Row::new(
-                4,
-                format!("unlink {label} members, end to end"),
-                e2e.rate(),
-                "members/s",
-                Some((raw.rate, "Auth store 500x4")),
-                Goal::RatioAtLeast(0.60),
-            )
-            .note(format!(
-                "batch 500, parallelism 4; {}; raw {:.2} s",
-                e2e.breakdown(),
-                raw.elapsed.as_secs_f64()
-            )),
-        );
-        if members >= 1_000_000 {
-            unlink_rows.push(
-                Row::new(
-                    4,
-                    format!("unlink {label} members, wall time"),
-                    e2e.total.as_secs_f64(),
-                    "s",
-                    Some((raw.elapsed.as_secs_f64(), "Auth store 500x4")),
-                    Goal::ValueBelow(6.0),
-                )
-                .note("UpdateOrg start to the terminal WatchJob message"),
-            );
-        }
+        unlink_rows.extend(unlink::rows(&e2e, &raw, "Auth store 500x4"));
     }
     rows.extend(unlink_rows);
     log.end_phase("4: unlink end to end and raw");
@@ -527,7 +613,8 @@ async fn suite(plan: &Plan, stack: &mut Stack, log: &mut Log) -> Result<Results>
         .iter()
         .map(|&members| (size_org(members), members))
         .collect();
-    let measured = latency::run(&stack.org()?, &sized, plan.latency).await?;
+    let measured =
+        latency::run(&stack.org()?, &sized, plan.latency, "WAL, synchronous=FULL").await?;
     rows.extend(measured.rows.iter().cloned());
     let probe_dir = tempfile::Builder::new()
         .prefix("orgauth-bench-fsync-")
@@ -703,32 +790,38 @@ async fn seed(plan: &Plan, stack: &Stack, log: &Log) -> Result<()> {
     org_ids.extend((0..64).map(throughput_org));
     org_ids.push(PICKUP_ORG.to_owned());
     org_ids.push(FANOUT_ORG.to_owned());
-    futures::stream::iter(org_ids.iter())
-        .map(|org_id| {
-            let channel = channel.clone();
-            async move {
-                let mut orgs = OrgServiceClient::new(channel.clone());
-                let mut jobs = JobServiceClient::new(channel);
-                let job_id = rpc::create_org(&mut orgs, org_id, true).await?;
-                if job_id.is_empty() {
-                    return fail(format!("CreateOrg({org_id}) enqueued no job"));
-                }
-                let timeline = rpc::follow_job(&mut jobs, &job_id, unlink::UNLINK_TIMEOUT).await?;
-                rpc::ensure_succeeded(&timeline.job)
-            }
-        })
-        .buffer_unordered(rpc::SEED_IN_FLIGHT)
-        .try_collect::<()>()
-        .await?;
+    rpc::create_orgs(&channel, &org_ids).await?;
     log.say(&format!("   created {} orgs", org_ids.len()));
 
+    seed_sized_orgs(&channel, stack, &plan.org_sizes, log, |members| {
+        plan.unlink_sizes.contains(&members) || members == plan.sweep_members
+    })
+    .await?;
+    let start = Instant::now();
+    rpc::add_members(&channel, FANOUT_ORG, plan.fanout_members).await?;
+    log.say(&format!(
+        "   {FANOUT_ORG}: AddMembers {:.1} s",
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// Adds each sized org's members, links them in Auth when `link` says the
+/// org's size needs it, and logs the seeding rates.
+async fn seed_sized_orgs(
+    channel: &rpc::AuthedChannel,
+    stack: &Stack,
+    sizes: &[u64],
+    log: &Log,
+    link: impl Fn(u64) -> bool,
+) -> Result<()> {
     let auth_channel = rpc::connect(&stack.auth()).await?;
-    for &members in &plan.org_sizes {
+    for &members in sizes {
         let org_id = size_org(members);
         let start = Instant::now();
-        rpc::add_members(&channel, &org_id, members).await?;
+        rpc::add_members(channel, &org_id, members).await?;
         let added = start.elapsed();
-        let linked = if plan.unlink_sizes.contains(&members) || members == plan.sweep_members {
+        let linked = if link(members) {
             let start = Instant::now();
             rpc::link_members(&auth_channel, &org_id, members).await?;
             Some(start.elapsed())
@@ -746,11 +839,5 @@ async fn seed(plan: &Plan, stack: &Stack, log: &Log) -> Result<()> {
             ))
         ));
     }
-    let start = Instant::now();
-    rpc::add_members(&channel, FANOUT_ORG, plan.fanout_members).await?;
-    log.say(&format!(
-        "   {FANOUT_ORG}: AddMembers {:.1} s",
-        start.elapsed().as_secs_f64()
-    ));
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! What a run reports: latency histograms (HdrHistogram, microsecond
 //! resolution), the result rows (measurement, value, baseline, ratio,
-//! target, met?), the printed table, the machine description and the JSON
-//! document written by `--json`.
+//! target, met?), the printed tables (SQLite, and the Postgres column
+//! beside it), the machine description and the JSON document written by
+//! `--json`.
 
 use std::time::Duration;
 
@@ -71,7 +72,7 @@ pub enum Goal {
 /// One line of the result table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// The measurement number (1 to 6), or 0 for context rows.
+    /// The measurement number (1 to 7), or 0 for context rows.
     pub section: u32,
     /// What was measured.
     pub measurement: String,
@@ -200,8 +201,93 @@ pub fn table(rows: &[Row]) -> String {
             ]
         })
         .collect();
+    render_table(&header, &body)
+}
+
+/// A row of the Postgres column beside the SQLite figure of the same
+/// measurement in the same run (matched by the measurement's name).
+#[derive(Debug, Clone, Serialize)]
+pub struct Compared {
+    /// The Postgres figure, with its own same-run baseline and target.
+    #[serde(flatten)]
+    pub postgres: Row,
+    /// The SQLite figure of the same measurement, if it has one.
+    pub sqlite: Option<f64>,
+    /// `postgres.value / sqlite`.
+    pub postgres_vs_sqlite: Option<f64>,
+}
+
+impl Compared {
+    /// Pairs each Postgres row with the SQLite row of the same name.
+    pub fn pair(postgres: &[Row], sqlite: &[Row]) -> Vec<Compared> {
+        postgres
+            .iter()
+            .map(|row| {
+                let sqlite = sqlite
+                    .iter()
+                    .find(|s| s.measurement == row.measurement && s.unit == row.unit)
+                    .map(|s| s.value);
+                Compared {
+                    postgres: row.clone(),
+                    sqlite,
+                    postgres_vs_sqlite: sqlite.and_then(|s| (s > 0.0).then(|| row.value / s)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The Postgres column beside SQLite as a plain-text table (also valid
+/// Markdown): SQLite's figure, Postgres's, their ratio, then Postgres's
+/// own same-run baseline, ratio and target.
+pub fn compare_table(rows: &[Compared]) -> String {
+    let header = [
+        "#",
+        "measurement",
+        "SQLite",
+        "Postgres",
+        "PG/SQLite",
+        "Postgres baseline",
+        "ratio",
+        "target",
+        "met?",
+    ];
+    let body: Vec<[String; 9]> = rows
+        .iter()
+        .map(|compared| {
+            let row = &compared.postgres;
+            [
+                row.section.to_string(),
+                row.measurement.clone(),
+                compared.sqlite.map_or_else(
+                    || "-".to_owned(),
+                    |s| format!("{} {}", fmt_value(s), row.unit),
+                ),
+                format!("{} {}", fmt_value(row.value), row.unit),
+                compared
+                    .postgres_vs_sqlite
+                    .map_or_else(|| "-".to_owned(), |r| fmt_ratio(r, &row.unit)),
+                match row.baseline {
+                    Some(b) => format!("{} {} ({})", fmt_value(b), row.unit, row.baseline_name),
+                    None => "-".to_owned(),
+                },
+                row.ratio
+                    .map_or_else(|| "-".to_owned(), |r| fmt_ratio(r, &row.unit)),
+                row.target_text(),
+                match row.met {
+                    Some(true) => "yes".to_owned(),
+                    Some(false) => "NO".to_owned(),
+                    None => "-".to_owned(),
+                },
+            ]
+        })
+        .collect();
+    render_table(&header, &body)
+}
+
+fn render_table<const N: usize>(header: &[&str; N], body: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for line in &body {
+    for line in body {
         for (width, cell) in widths.iter_mut().zip(line) {
             *width = (*width).max(cell.chars().count());
         }
@@ -217,10 +303,32 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = render(&header.map(str::to_owned));
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
     out.push_str(&format!("|-{}-|\n", rule.join("-|-")));
-    for line in &body {
+    for line in body {
         out.push_str(&render(line));
     }
     out
+}
+
+/// The Postgres column of a run, as `--json` writes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PostgresReport {
+    /// "measured", "skipped" or "failed".
+    pub status: String,
+    /// Why it was skipped or how it failed.
+    pub reason: Option<String>,
+    /// The PostgreSQL server and its settings, in words (as `durability`
+    /// for SQLite).
+    pub durability: Option<String>,
+    /// The rows, each beside SQLite's figure of the same measurement.
+    pub rows: Vec<Compared>,
+    /// UpdateOrg latency per org size on Postgres.
+    pub update_latency: Vec<SizeLatency>,
+    /// Health Check p50 of the Postgres latency measurement, ms.
+    pub check_p50_ms: Option<f64>,
+    /// Measurement 7: cross-replica watch delay.
+    pub cross_replica: Option<crate::replicas::CrossReplica>,
+    /// Wall time of the Postgres column, seconds.
+    pub wall_s: f64,
 }
 
 /// The machine the run is on.
@@ -321,6 +429,8 @@ pub struct Report {
     pub naive: Vec<crate::naive::NaivePoint>,
     /// Measurement 6: watch fan-out.
     pub fanout: Option<crate::fanout::Fanout>,
+    /// The Postgres column (measurements 1, 4, 5 and 7 on PostgreSQL).
+    pub postgres: PostgresReport,
     /// The SVG charts written (`--svg-dir`).
     pub svg: Vec<String>,
     /// How long each phase took, seconds.

@@ -158,6 +158,29 @@ pub async fn set_allow_custom_sso(
     Ok(response.job_id)
 }
 
+/// Creates every org with custom SSO allowed, a few at a time, and waits
+/// for each creation job to succeed.
+pub async fn create_orgs(channel: &AuthedChannel, org_ids: &[String]) -> Result<()> {
+    futures::stream::iter(org_ids.iter())
+        .map(|org_id| {
+            let channel = channel.clone();
+            async move {
+                let mut orgs = OrgServiceClient::new(channel.clone());
+                let mut jobs = JobServiceClient::new(channel);
+                let job_id = create_org(&mut orgs, org_id, true).await?;
+                if job_id.is_empty() {
+                    return fail(format!("CreateOrg({org_id}) enqueued no job"));
+                }
+                let timeline =
+                    follow_job(&mut jobs, &job_id, crate::unlink::UNLINK_TIMEOUT).await?;
+                ensure_succeeded(&timeline.job)
+            }
+        })
+        .buffer_unordered(SEED_IN_FLIGHT)
+        .try_collect::<()>()
+        .await
+}
+
 /// Adds members `0..count` to the org, 1,000 per call, a few calls in
 /// flight.
 pub async fn add_members(channel: &AuthedChannel, org_id: &str, count: u64) -> Result<()> {

@@ -1,8 +1,12 @@
 //! The real servers as child processes: `auth-server` and `org-server` from
 //! the directory of this executable (`target/release`), each on
 //! 127.0.0.1 port 0 with its own temporary directory for its SQLite files
-//! and its log. Every process is killed when its handle is dropped, so a
-//! failing or panicking run leaves none behind.
+//! (or, with [`Backend::Postgres`], its tokens only: the data is in a
+//! PostgreSQL database) and its log. Every process is killed when its handle
+//! is dropped, so a failing or panicking run leaves none behind.
+//!
+//! On PostgreSQL a second org-server can run on the same database
+//! ([`Stack::start_replica`]), as replicas of one deployment do.
 //!
 //! Both servers require a bearer token on every call. The stack issues its
 //! own tokens at start and writes their hashes into each server's tokens
@@ -100,7 +104,25 @@ impl ServerProcess {
         };
         let line = match rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Its stdout closed: it is exiting (bounded wait).
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let status = loop {
+                    match server.child.try_wait() {
+                        Ok(Some(status)) => break status.to_string(),
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Ok(None) => break "still running, stdout closed".to_owned(),
+                        Err(err) => break err.to_string(),
+                    }
+                };
+                return fail(format!(
+                    "{name} exited ({status}) before printing `listening ADDR`; log tail:\n{}",
+                    server.log_tail()
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 return fail(format!(
                     "{name} did not print `listening ADDR` within {START_TIMEOUT:?}; log tail:\n{}",
                     server.log_tail()
@@ -190,6 +212,26 @@ impl Default for OrgOptions {
     }
 }
 
+/// Where both servers keep their data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in each server's temporary directory.
+    Sqlite,
+    /// PostgreSQL: org-server's and auth-server's own databases (URLs
+    /// without a password, on loopback).
+    Postgres {
+        /// org-server's `--database`.
+        org_url: String,
+        /// auth-server's `--database`.
+        auth_url: String,
+    },
+}
+
+/// PostgreSQL pool flags both servers get on [`Backend::Postgres`]: their
+/// defaults, spelled out so that a run's command lines say what was
+/// measured.
+const PG_POOL_FLAGS: [&str; 4] = ["--db-max-connections", "8", "--db-statement-timeout", "30s"];
+
 /// Both servers, each with its own temporary directory. org-server can be
 /// restarted with other flags on the same database.
 #[derive(Debug)]
@@ -197,19 +239,27 @@ pub struct Stack {
     // Declared before the directories: processes are killed before their
     // files are removed.
     org: Option<ServerProcess>,
+    /// A second org-server on the same (PostgreSQL) database.
+    replica: Option<ServerProcess>,
     auth: ServerProcess,
     /// The benchmark's token for org-server (role admin).
     admin: BearerToken,
     /// org-server's and the benchmark's token for Auth (role service).
     service: BearerToken,
     bin_dir: PathBuf,
+    backend: Backend,
     org_dir: TempDir,
     _auth_dir: TempDir,
 }
 
 impl Stack {
-    /// Starts auth-server, then org-server pointed at it.
+    /// Starts auth-server, then org-server pointed at it, both on SQLite.
     pub fn start(bin_dir: &Path, org_options: OrgOptions) -> Result<Self> {
+        Self::start_on(bin_dir, Backend::Sqlite, org_options)
+    }
+
+    /// Starts auth-server, then org-server pointed at it, on `backend`.
+    pub fn start_on(bin_dir: &Path, backend: Backend, org_options: OrgOptions) -> Result<Self> {
         let auth_dir = tempfile::Builder::new()
             .prefix("orgauth-bench-auth-")
             .tempdir()?;
@@ -227,25 +277,36 @@ impl Stack {
         )?;
         std::fs::write(org_dir.path().join("tokens"), format!("{}\n", admin.line))?;
         std::fs::write(org_dir.path().join("auth-token"), &service.secret)?;
+        let mut auth_args = vec![
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--database".to_owned(),
+            match &backend {
+                Backend::Sqlite => {
+                    format!("sqlite://{}", auth_dir.path().join("auth.db").display())
+                }
+                Backend::Postgres { auth_url, .. } => auth_url.clone(),
+            },
+            "--tokens-file".to_owned(),
+            auth_dir.path().join("tokens").display().to_string(),
+        ];
+        if matches!(backend, Backend::Postgres { .. }) {
+            auth_args.extend(PG_POOL_FLAGS.map(str::to_owned));
+        }
         let auth = ServerProcess::spawn(
             "auth-server",
             &bin_dir.join("auth-server"),
-            &[
-                "--listen".to_owned(),
-                "127.0.0.1:0".to_owned(),
-                "--database".to_owned(),
-                format!("sqlite://{}", auth_dir.path().join("auth.db").display()),
-                "--tokens-file".to_owned(),
-                auth_dir.path().join("tokens").display().to_string(),
-            ],
+            &auth_args,
             &auth_dir.path().join("auth-server.log"),
         )?;
         let mut stack = Stack {
             org: None,
+            replica: None,
             auth,
             admin: BearerToken::new(&admin.secret)?,
             service: BearerToken::new(&service.secret)?,
             bin_dir: bin_dir.to_path_buf(),
+            backend,
             org_dir,
             _auth_dir: auth_dir,
         };
@@ -259,12 +320,53 @@ impl Stack {
         if let Some(old) = self.org.take() {
             old.stop()?;
         }
+        let org = ServerProcess::spawn(
+            "org-server",
+            &self.bin_dir.join("org-server"),
+            &self.org_args(options),
+            &self.org_dir.path().join("org-server.log"),
+        )?;
+        self.org = Some(org);
+        Ok(())
+    }
+
+    /// Starts a second org-server ("replica B") with `options` on the same
+    /// PostgreSQL database as the first, or restarts it. Fails on SQLite,
+    /// whose file serves one process.
+    pub fn start_replica(&mut self, options: OrgOptions) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            return fail("a second org-server replica needs the PostgreSQL backend");
+        }
+        self.stop_replica()?;
+        let replica = ServerProcess::spawn(
+            "org-server (replica B)",
+            &self.bin_dir.join("org-server"),
+            &self.org_args(options),
+            &self.org_dir.path().join("org-server-b.log"),
+        )?;
+        self.replica = Some(replica);
+        Ok(())
+    }
+
+    /// Stops replica B gracefully, if it runs.
+    pub fn stop_replica(&mut self) -> Result<()> {
+        match self.replica.take() {
+            Some(replica) => replica.stop(),
+            None => Ok(()),
+        }
+    }
+
+    /// org-server's command line with `options`.
+    fn org_args(&self, options: OrgOptions) -> Vec<String> {
         let dir = self.org_dir.path();
-        let args = vec![
+        let mut args = vec![
             "--listen".to_owned(),
             "127.0.0.1:0".to_owned(),
             "--database".to_owned(),
-            format!("sqlite://{}", dir.join("org.db").display()),
+            match &self.backend {
+                Backend::Sqlite => format!("sqlite://{}", dir.join("org.db").display()),
+                Backend::Postgres { org_url, .. } => org_url.clone(),
+            },
             "--tokens-file".to_owned(),
             dir.join("tokens").display().to_string(),
             "--auth-endpoint".to_owned(),
@@ -301,14 +403,10 @@ impl Stack {
             // 256 watches at once over all its 8 connections (a stream holds
             // its slot only until its handler returns).
         ];
-        let org = ServerProcess::spawn(
-            "org-server",
-            &self.bin_dir.join("org-server"),
-            &args,
-            &self.org_dir.path().join("org-server.log"),
-        )?;
-        self.org = Some(org);
-        Ok(())
+        if matches!(self.backend, Backend::Postgres { .. }) {
+            args.extend(PG_POOL_FLAGS.map(str::to_owned));
+        }
+        args
     }
 
     /// org-server, called with the benchmark's admin token.
@@ -320,6 +418,22 @@ impl Stack {
             }),
             None => fail("org-server is not running"),
         }
+    }
+
+    /// Replica B, called with the benchmark's admin token.
+    pub fn replica(&self) -> Result<Target> {
+        match &self.replica {
+            Some(replica) => Ok(Target {
+                addr: replica.addr(),
+                token: self.admin.clone(),
+            }),
+            None => fail("replica B is not running"),
+        }
+    }
+
+    /// Replica B's process id.
+    pub fn replica_pid(&self) -> Option<u32> {
+        self.replica.as_ref().map(ServerProcess::pid)
     }
 
     /// org-server's process id (for profiling).
@@ -347,8 +461,18 @@ impl Stack {
             .as_ref()
             .map(ServerProcess::log_tail)
             .unwrap_or_default();
+        let replica = self
+            .replica
+            .as_ref()
+            .map(|replica| {
+                format!(
+                    "--- org-server replica B log tail ---\n{}\n",
+                    replica.log_tail()
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "--- org-server log tail ---\n{org}\n--- auth-server log tail ---\n{}",
+            "--- org-server log tail ---\n{org}\n{replica}--- auth-server log tail ---\n{}",
             self.auth.log_tail()
         )
     }

@@ -8,18 +8,23 @@
 //! Raw: the rate at which Auth's own storage (`SqliteStore`, in this
 //! process, no gRPC) deletes the same number of connections from a fresh
 //! database, in the same batch size with the same number of deletes in
-//! flight. That is the ceiling the end-to-end path can approach.
+//! flight. That is the ceiling the end-to-end path can approach. The
+//! Postgres column uses Auth's `PgStore` on a fresh database of the same
+//! PostgreSQL server instead ([`raw_postgres`]).
 
 use std::time::{Duration, Instant};
 
 use auth_server::domain::{MemberId, OrgId, now_micros};
-use auth_server::store::AuthStore;
+use auth_server::store::postgres::PgStore;
 use auth_server::store::sqlite::SqliteStore;
+use auth_server::store::{AuthStore, StoreOptions};
 use futures::{StreamExt, TryStreamExt};
 use orgauth_proto::org::v1::job_service_client::JobServiceClient;
 use orgauth_proto::org::v1::org_service_client::OrgServiceClient;
 
 use crate::error::{Result, fail};
+use crate::latency::size_label;
+use crate::report::{Goal, Row};
 use crate::rpc;
 
 /// How long one end-to-end unlink may take before the run fails.
@@ -65,6 +70,42 @@ impl EndToEnd {
             self.messages
         )
     }
+}
+
+/// The rows of measurement 4 for one org size: the end-to-end rate next to
+/// the raw store's (`raw_name`, say "Auth store 500x4"), and for 1M members
+/// or more the wall time.
+pub fn rows(e2e: &EndToEnd, raw: &Raw, raw_name: &str) -> Vec<Row> {
+    let label = size_label(e2e.members);
+    let mut rows = vec![
+        Row::new(
+            4,
+            format!("unlink {label} members, end to end"),
+            e2e.rate(),
+            "members/s",
+            Some((raw.rate, raw_name)),
+            Goal::RatioAtLeast(0.60),
+        )
+        .note(format!(
+            "batch 500, parallelism 4; {}; raw {:.2} s",
+            e2e.breakdown(),
+            raw.elapsed.as_secs_f64()
+        )),
+    ];
+    if e2e.members >= 1_000_000 {
+        rows.push(
+            Row::new(
+                4,
+                format!("unlink {label} members, wall time"),
+                e2e.total.as_secs_f64(),
+                "s",
+                Some((raw.elapsed.as_secs_f64(), raw_name)),
+                Goal::ValueBelow(6.0),
+            )
+            .note("UpdateOrg start to the terminal WatchJob message"),
+        );
+    }
+    rows
 }
 
 /// Turns custom SSO off for `org_id` (whose `members` members are all
@@ -139,6 +180,29 @@ pub async fn raw(members: u64, batch_size: usize, parallelism: usize) -> Result<
         .prefix("orgauth-bench-raw-")
         .tempdir()?;
     let store = SqliteStore::open(&dir.path().join("auth.db")).await?;
+    delete_all(&store, members, batch_size, parallelism).await
+}
+
+/// [`raw`] on Auth's PostgreSQL store (`auth_server::store::postgres`),
+/// in the fresh, empty database `url`, with auth-server's default pool.
+pub async fn raw_postgres(
+    url: &str,
+    members: u64,
+    batch_size: usize,
+    parallelism: usize,
+) -> Result<Raw> {
+    let store = PgStore::open(url, &StoreOptions::default()).await?;
+    delete_all(&store, members, batch_size, parallelism).await
+}
+
+/// Seeds `members` connections into `store` (empty) and times deleting
+/// them all; closes the store.
+async fn delete_all(
+    store: &impl AuthStore,
+    members: u64,
+    batch_size: usize,
+    parallelism: usize,
+) -> Result<Raw> {
     let org = OrgId::parse("raw".to_owned())?;
     let ids = (0..members)
         .map(|i| MemberId::new(rpc::member_id(i)))

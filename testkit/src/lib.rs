@@ -165,6 +165,9 @@ pub struct TempPostgres {
     data: PathBuf,
     log: PathBuf,
     server: Option<Child>,
+    /// Started by [`TempPostgres::start_durable`]: PostgreSQL's own
+    /// durability settings, on disk.
+    durable: bool,
     // Drop order: `drop` disarms the watchdog and stops the server; the
     // directory goes last.
     watchdog: Watchdog,
@@ -176,6 +179,19 @@ impl TempPostgres {
     /// why) when PostgreSQL is not installed. Panics when it is installed but
     /// `initdb` or the server fails, with their output.
     pub fn start() -> Option<TempPostgres> {
+        Self::start_with(false)
+    }
+
+    /// As [`start`](Self::start), but durable, as production runs it: the
+    /// data directory on disk (the temporary directory, not `/dev/shm`)
+    /// and PostgreSQL's defaults (`fsync`, `synchronous_commit` and
+    /// `full_page_writes` on), so every commit waits for its WAL flush.
+    /// For benchmarks; tests want [`start`](Self::start)'s speed.
+    pub fn start_durable() -> Option<TempPostgres> {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Option<TempPostgres> {
         let setup = match SETUP.get_or_init(Setup::new) {
             Setup::Ready(installation) => installation,
             Setup::Skip(reason) => {
@@ -200,7 +216,11 @@ impl TempPostgres {
         let began = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
-            .tempdir_in(&setup.scratch)
+            .tempdir_in(if durable {
+                std::env::temp_dir()
+            } else {
+                setup.scratch.clone()
+            })
             .expect("create a temporary directory for PostgreSQL");
         let watchdog = Watchdog::spawn(SERVER_WATCHDOG, dir.path())
             .expect("start the PostgreSQL watchdog (sh)");
@@ -226,6 +246,7 @@ impl TempPostgres {
             log: dir.path().join("postgres.log"),
             data,
             server: None,
+            durable,
             watchdog,
             dir,
         };
@@ -412,8 +433,10 @@ impl TempPostgres {
             .arg(&self.data)
             .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
             .arg(self.dir.path());
-        for setting in TEST_SETTINGS {
-            command.args(["-c", setting]);
+        if !self.durable {
+            for setting in TEST_SETTINGS {
+                command.args(["-c", setting]);
+            }
         }
         self.setup.as_owner(&mut command, self.dir.path());
         command.stdin(Stdio::null()).stdout(log).stderr(stderr);
