@@ -119,7 +119,10 @@ use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
 use super::group_commit::GroupCommit;
-use super::rows::{CREATE_ORG, FirstResponse, JobRow, OrgRow, lease_lost, merged_sample, micros};
+use super::rows::{
+    CREATE_ORG, FirstResponse, JobRow, OrgRow, created_org, lease_lost, merged_sample, micros,
+    org_taken,
+};
 use super::{CancelOutcome, ClaimedJob, Lease, LeaseStatus, OrgWrite, Progress, Store};
 use crate::domain::job::{Checkpoint, Job, JobFilter, JobState, MemberFailure};
 use crate::domain::org::{Member, NewOrg, Org, OrgUpdate};
@@ -275,26 +278,9 @@ impl Store for PgStore {
         .await?;
         if inserted.rows_affected() == 0 {
             // Rolled back on drop, with the key reserved above.
-            return Err(Error::AlreadyExists(format!(
-                "org {id:?} already exists; choose another id or leave it empty for a server-assigned one"
-            )));
+            return Err(org_taken(&id));
         }
-        let mut write = OrgWrite::new(Org {
-            id: id.clone(),
-            display_name: new.display_name.clone(),
-            allow_custom_sso: new.allow_custom_sso,
-            revision: 1,
-            member_count: 0,
-            create_time: now,
-            update_time: now,
-        });
-        if let Some(kind) = new.job_kind() {
-            let mut enqueued =
-                org_writes::enqueue_jobs(&mut tx, &[(id.as_str(), kind)], now).await?;
-            if let Some(job) = enqueued.remove(&id) {
-                job.report(&mut write);
-            }
-        }
+        let write = created_org(&mut *tx, new, &id, now).await?;
         if let Some(request_id) = &new.request_id {
             let first = FirstResponse {
                 request_id,

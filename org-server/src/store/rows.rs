@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{ClaimedJob, Lease, OrgWrite};
 use crate::domain::Micros;
 use crate::domain::job::{FAILURE_SAMPLE_SIZE, Job, JobKind, JobState, MemberFailure};
-use crate::domain::org::{Org, OrgUpdate, UpdatePlan, plan_update};
+use crate::domain::org::{NewOrg, Org, OrgUpdate, UpdatePlan, plan_update};
 use crate::error::{Error, Result};
 
 /// The idempotency-key namespace of CreateOrg.
@@ -299,6 +299,40 @@ pub(super) trait OrgWriteTx: Send {
         firsts: &[FirstResponse<'_>],
         now: Micros,
     ) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// CreateOrg's answer when the id is taken.
+pub(super) fn org_taken(id: &str) -> Error {
+    Error::AlreadyExists(format!(
+        "org {id:?} already exists; choose another id or leave it empty for a server-assigned one"
+    ))
+}
+
+/// What CreateOrg writes once its org row is inserted (as `id`, at `now`):
+/// the org as created and, when its settings need one, its job, enqueued
+/// on `tx`.
+pub(super) async fn created_org<T: OrgWriteTx>(
+    tx: &mut T,
+    new: &NewOrg,
+    id: &str,
+    now: Micros,
+) -> Result<OrgWrite> {
+    let mut write = OrgWrite::new(Org {
+        id: id.to_owned(),
+        display_name: new.display_name.clone(),
+        allow_custom_sso: new.allow_custom_sso,
+        revision: 1,
+        member_count: 0,
+        create_time: now,
+        update_time: now,
+    });
+    if let Some(kind) = new.job_kind() {
+        let mut enqueued = tx.enqueue_jobs(&[(id, kind)], now).await?;
+        if let Some(job) = enqueued.remove(id) {
+            job.report(&mut write);
+        }
+    }
+    Ok(write)
 }
 
 /// Applies a batch of UpdateOrgs on `tx`, round by round, and returns
