@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::{ClaimedJob, Lease, OrgWrite};
+use super::{ClaimedJob, Lease, OrgWrite, Progress};
 use crate::domain::Micros;
 use crate::domain::job::{FAILURE_SAMPLE_SIZE, Job, JobKind, JobState, MemberFailure};
 use crate::domain::org::{NewOrg, Org, OrgUpdate, UpdatePlan, plan_update};
@@ -111,6 +111,15 @@ impl JobRow {
             },
             job,
             cursor,
+            cancel_reason,
+        })
+    }
+
+    /// The job as a checkpoint left it, and whether it was asked to stop.
+    pub(super) fn into_progress(self) -> Result<Progress> {
+        let cancel_reason = self.cancel_reason.clone();
+        Ok(Progress {
+            job: self.into_job()?,
             cancel_reason,
         })
     }

@@ -578,11 +578,7 @@ impl Store for SqliteStore {
             return Err(lease_lost(lease));
         };
         tx.commit().await?;
-        let cancel_reason = row.cancel_reason.clone();
-        Ok(Progress {
-            job: row.into_job()?,
-            cancel_reason,
-        })
+        row.into_progress()
     }
 
     async fn record_retry(&self, lease: &Lease, error: &str) -> Result<Job> {
