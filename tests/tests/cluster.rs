@@ -271,6 +271,25 @@ impl TimedWatch {
 
 /// Milliseconds between each state's update_time and its arrival, for the
 /// states after the first (which is the current state when the watch
+/// The states a watch received: monotonic, ending SUCCEEDED with every one
+/// of `members` processed and none failed.
+fn monotonic_to_success(seen: &[Seen], members: i64) -> Vec<pb::Job> {
+    let states: Vec<pb::Job> = seen.iter().map(|s| s.job.clone()).collect();
+    assert_monotonic(&states);
+    let last = states.last().expect("the watch sent states");
+    assert_eq!(last.state, pb::JobState::Succeeded as i32, "{last:?}");
+    assert_eq!(
+        (
+            last.processed_members,
+            last.total_members,
+            last.failed_members
+        ),
+        (members, members, 0),
+        "{last:?}"
+    );
+    states
+}
+
 /// opened, possibly old).
 fn arrival_delays_ms(seen: &[Seen]) -> Vec<f64> {
     seen.iter()
@@ -413,19 +432,8 @@ async fn a_job_created_through_one_replica_is_watched_through_the_other() {
 
     let seen_b = on_b.finish(Duration::from_secs(60)).await;
     let seen_a = on_a.finish(Duration::from_secs(60)).await;
-    let states: Vec<pb::Job> = seen_b.iter().map(|s| s.job.clone()).collect();
-    assert_monotonic(&states);
-    let last = states.last().expect("B's watch sent states");
-    assert_eq!(last.state, pb::JobState::Succeeded as i32, "{last:?}");
-    assert_eq!(
-        (
-            last.processed_members,
-            last.total_members,
-            last.failed_members
-        ),
-        (MEMBERS, MEMBERS, 0),
-        "{last:?}"
-    );
+    let states = monotonic_to_success(&seen_b, MEMBERS);
+    let last = states.last().expect("checked non-empty");
     assert_eq!(last.unlinked_members, MEMBERS, "{last:?}");
     assert!(
         states
@@ -720,19 +728,8 @@ async fn kill9_of_the_replica_running_a_job_lets_the_other_finish_it_within_the_
     );
 
     let seen = watch.finish(Duration::from_secs(60)).await;
-    let states: Vec<pb::Job> = seen.iter().map(|s| s.job.clone()).collect();
-    assert_monotonic(&states);
-    let last = states.last().expect("states");
-    assert_eq!(last.state, pb::JobState::Succeeded as i32, "{last:?}");
-    assert_eq!(
-        (
-            last.processed_members,
-            last.total_members,
-            last.failed_members
-        ),
-        (MEMBERS, MEMBERS, 0),
-        "{last:?}"
-    );
+    let states = monotonic_to_success(&seen, MEMBERS);
+    let last = states.last().expect("checked non-empty");
     assert!(
         last.attempt > at_kill.attempt,
         "the survivor ran the job again: {last:?}"
@@ -1388,19 +1385,8 @@ async fn a_database_restart_mid_job_loses_no_state_and_watchers_on_the_other_rep
     // The watcher on B, untouched by the restart (B's gRPC server never
     // went away), gets the end within END_WITHIN of the restart.
     let seen = watch.finish(END_WITHIN).await;
-    let states: Vec<pb::Job> = seen.iter().map(|s| s.job.clone()).collect();
-    assert_monotonic(&states);
-    let last = states.last().expect("B's watch sent states");
-    assert_eq!(last.state, pb::JobState::Succeeded as i32, "{last:?}");
-    assert_eq!(
-        (
-            last.processed_members,
-            last.total_members,
-            last.failed_members
-        ),
-        (MEMBERS, MEMBERS, 0),
-        "{last:?}"
-    );
+    let states = monotonic_to_success(&seen, MEMBERS);
+    let last = states.last().expect("checked non-empty");
     // A run cut short by the outage replays on resume the batches it sent
     // but did not checkpoint, and their members then count as already
     // unlinked (see `Job.unlinked_members` in the proto). The runner bounds
