@@ -10,12 +10,16 @@ const PROTOS: &[&str] = &[
     "orgauth/org/v1/org_service.proto",
     "orgauth/org/v1/job_service.proto",
     "orgauth/auth/v1/auth_service.proto",
+    // Google's public LRO API (and google.rpc.Status, which it imports),
+    // written in our own words: org-server serves its jobs through it.
+    "google/longrunning/operations.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tonic-prost-build does not announce its inputs; without these lines
     // cargo would rebuild on every change in the crate, or miss proto edits.
     println!("cargo:rerun-if-changed=orgauth");
+    println!("cargo:rerun-if-changed=google");
 
     let fds = protox::Compiler::new(["."])?
         .include_imports(true)

@@ -4,6 +4,8 @@
 //! Layout mirrors the protobuf packages:
 //! - [`org::v1`]: `OrgService` and `JobService`, served by org-server.
 //! - [`auth::v1`]: `AuthService`, served by auth-server.
+//! - [`google::longrunning`] (with [`google::rpc`]): Google's public
+//!   `Operations` API, which org-server also serves over its jobs.
 
 /// Protobuf package `orgauth.org.v1`.
 pub mod org {
@@ -20,6 +22,23 @@ pub mod auth {
     #[allow(clippy::all, clippy::pedantic, missing_docs)]
     pub mod v1 {
         tonic::include_proto!("orgauth.auth.v1");
+    }
+}
+
+/// Shapes of Google's public APIs, declared in `proto/google/` in our own
+/// words and wire-compatible with Google's, so generic clients work.
+pub mod google {
+    /// `google.rpc.Status`: the error of an operation that did not succeed.
+    #[allow(clippy::all, clippy::pedantic, missing_docs)]
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+
+    /// `google.longrunning.Operations`: long-running operations, which
+    /// org-server serves over its jobs.
+    #[allow(clippy::all, clippy::pedantic, missing_docs)]
+    pub mod longrunning {
+        tonic::include_proto!("google.longrunning");
     }
 }
 
