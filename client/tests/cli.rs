@@ -2,7 +2,10 @@
 //! are in `--help`, an unreachable server gives a clear error and a
 //! non-zero exit quickly, `token issue` makes tokens a server accepts, and
 //! against a server with the servers' own authenticator, a missing token or
-//! a refusal gives a readable error, a hint and a non-zero exit. (Building
+//! a refusal gives a readable error, a hint and a non-zero exit. Also what
+//! needs no real org-server: shell completions, the config file's refusals
+//! and `config show`, and the exit codes of a followed job that fails or is
+//! cancelled. (Building
 //! this test also makes `cargo test --workspace` build `target/debug/orgctl`
 //! for the end-to-end suite.)
 
@@ -15,8 +18,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use orgauth_security::{Role, TokenSet};
 
-/// Every environment variable orgctl reads.
-const ORGCTL_ENV: [&str; 12] = [
+/// Every environment variable orgctl reads (besides XDG_CONFIG_HOME and
+/// HOME, for the default config file).
+const ORGCTL_ENV: [&str; 14] = [
     "ORGCTL_ENDPOINT",
     "ORGCTL_AUTH_ENDPOINT",
     "ORGCTL_CONNECT_TIMEOUT",
@@ -27,6 +31,8 @@ const ORGCTL_ENV: [&str; 12] = [
     "ORGCTL_CLIENT_CERT",
     "ORGCTL_CLIENT_KEY",
     "ORGCTL_TLS_SERVER_NAME",
+    "ORGCTL_OUTPUT",
+    "ORGCTL_CONFIG",
     "RUST_LOG",
     "NO_COLOR",
 ];
@@ -34,10 +40,12 @@ const ORGCTL_ENV: [&str; 12] = [
 fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orgctl"));
     command.args(args);
-    // The test must not depend on the caller's environment.
+    // The test must not depend on the caller's environment, nor on their
+    // config file.
     for name in ORGCTL_ENV {
         command.env_remove(name);
     }
+    command.env("XDG_CONFIG_HOME", "/nonexistent/orgctl-tests");
     command
 }
 
@@ -96,12 +104,22 @@ fn help_documents_global_flags_env_vars_and_exit_codes() {
             "--connect-timeout",
             "ORGCTL_CONNECT_TIMEOUT",
             "--watch-retry-budget",
+            "--output <OUTPUT>",
+            "ORGCTL_OUTPUT",
+            "[default: table]",
             "--json",
+            "Short for --output json",
+            "--config <PATH>",
+            "ORGCTL_CONFIG",
             "org",
             "member",
             "job",
             "auth",
             "token",
+            "config",
+            "completions",
+            "Config file:",
+            "orgctl config show",
             "Exit codes:",
             "3  the followed job ended FAILED",
             "4  the followed job ended CANCELLED",
@@ -141,6 +159,7 @@ fn every_rpc_has_a_command() {
             &["policy", "link", "unlink", "connections", "check"][..],
         ),
         ("token", &["issue"][..]),
+        ("config", &["show"][..]),
     ] {
         let output = orgctl(&[command, "--help"]);
         assert!(output.status.success(), "{}", stderr(&output));
@@ -534,4 +553,266 @@ async fn tls_flags_reach_a_tls_server() {
         &stderr(&output),
         &["TLS handshake", "certificate", "hint: check --ca-cert"],
     );
+}
+
+#[test]
+fn completions_are_printed_for_every_shell_and_bash_accepts_its_script() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let output = orgctl(&["completions", shell]);
+        assert!(output.status.success(), "{shell}: {}", stderr(&output));
+        assert_mentions(&stdout(&output), &["orgctl", "member", "--output"]);
+    }
+    let output = orgctl(&["completions", "bash"]);
+    let script = stdout(&output);
+    assert_mentions(
+        &script,
+        &[
+            "org",
+            "member",
+            "job",
+            "auth",
+            "token",
+            "config",
+            "completions",
+            "--watch",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("orgctl.bash");
+    std::fs::write(&path, &script).unwrap();
+    match Command::new("bash").arg("-n").arg(&path).output() {
+        Ok(check) => assert!(check.status.success(), "bash -n: {}", stderr(&check)),
+        Err(error) => eprintln!("skipped bash -n: {error}"),
+    }
+
+    // A broken config file does not stand in the way of installing them.
+    let output = command(&["completions", "bash"])
+        .env("ORGCTL_CONFIG", "/nonexistent/config.toml")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = orgctl(&["completions", "tcsh"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+}
+
+/// Writes a config file with `mode` and returns its path as a string.
+fn config_file(dir: &std::path::Path, text: &str, mode: u32) -> String {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn config_file_problems_are_usage_errors_that_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        "endpoint = \"127.0.0.1:1\"\nendpiont = \"x\"\n",
+        0o600,
+    );
+    for output in [
+        orgctl(&["--config", &path, "org", "get", "acme"]),
+        command(&["config", "show"])
+            .env("ORGCTL_CONFIG", &path)
+            .output()
+            .unwrap(),
+    ] {
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert_mentions(
+            &stderr(&output),
+            &[&path, "line 2", "unknown key `endpiont`"],
+        );
+        assert!(stdout(&output).is_empty());
+    }
+
+    // A file named explicitly must exist; the default one may be missing.
+    let missing = dir.path().join("missing.toml");
+    let missing = missing.to_str().unwrap();
+    let output = orgctl(&["--config", missing, "config", "show"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_mentions(&stderr(&output), &["cannot read config file", missing]);
+    let output = orgctl(&["config", "show"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_mentions(
+        &stdout(&output),
+        &[
+            "/nonexistent/orgctl-tests/orgctl/config.toml",
+            "(not found)",
+        ],
+    );
+
+    // Bad values, and a token set twice in the file.
+    for (text, message) in [
+        ("output = \"yaml\"\n", "yaml"),
+        (
+            "endpoint = 5\n",
+            "line 1: invalid type: integer `5`, expected a string",
+        ),
+        (
+            "token = \"oat_a\"\ntoken-file = \"t\"\n",
+            "sets both token and token-file",
+        ),
+    ] {
+        let path = config_file(dir.path(), text, 0o600);
+        let output = orgctl(&["--config", &path, "config", "show"]);
+        assert_eq!(output.status.code(), Some(2), "{text}: {}", stderr(&output));
+        assert_mentions(&stderr(&output), &[&path, message]);
+    }
+
+    // --json contradicting --output on the same command line.
+    let output = orgctl(&["--json", "--output", "table", "config", "show"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert_mentions(&stderr(&output), &["--json", "--output table"]);
+}
+
+#[test]
+fn config_show_tells_where_each_setting_came_from_and_never_the_secret() {
+    let secrets = [
+        "oat_fileFILEfileFILEfileFILEfileFILEfileFILE0",
+        "oat_envENVenvENVenvENVenvENVenvENVenvENVenv00",
+        "oat_flagFLAGflagFLAGflagFLAGflagFLAGflagFLA0",
+    ];
+    // XDG_CONFIG_HOME/orgctl/config.toml is the default file.
+    let xdg = tempfile::tempdir().unwrap();
+    std::fs::create_dir(xdg.path().join("orgctl")).unwrap();
+    config_file(
+        &xdg.path().join("orgctl"),
+        &format!(
+            "endpoint = \"file.example:1\"\nauth-endpoint = \"file.example:2\"\n\
+             token = \"{}\"\nca-cert = \"ca.pem\"\noutput = \"json\"\n",
+            secrets[0]
+        ),
+        0o644,
+    );
+    let show = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = command(&[args, &["config", "show"][..]].concat());
+        command.env("XDG_CONFIG_HOME", xdg.path());
+        command.envs(env.iter().copied());
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        for secret in secrets {
+            assert!(!stdout(&output).contains(secret), "{}", stdout(&output));
+            assert!(!stderr(&output).contains(secret), "{}", stderr(&output));
+        }
+        output
+    };
+
+    // Only the file: its values, its output form (json), and a warning
+    // that others can read the token in it.
+    let output = show(&[], &[]);
+    assert_mentions(
+        &stderr(&output),
+        &[
+            "warning: config file",
+            "can be read by other users",
+            "chmod 600",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["config"]["found"], true);
+    assert_eq!(json["config"]["source"], "default");
+    assert_eq!(json["endpoint"]["value"], "file.example:1");
+    assert_eq!(json["endpoint"]["source"], "config");
+    assert_eq!(json["token"]["value"], "<redacted>");
+    assert_eq!(json["token"]["source"], "config");
+    let ca = xdg.path().join("orgctl").join("ca.pem");
+    assert_eq!(json["ca-cert"]["value"], ca.to_str().unwrap());
+    assert_eq!(json["output"]["source"], "config");
+    assert_eq!(json["connect-timeout"]["source"], "default");
+
+    // The environment beats the file; the command line beats both.
+    let env = [
+        ("ORGCTL_ENDPOINT", "env.example:1"),
+        ("ORGCTL_TOKEN", secrets[1]),
+        ("ORGCTL_OUTPUT", "table"),
+    ];
+    let output = show(&[], &env);
+    let text = stdout(&output);
+    let row = |name: &str| {
+        text.lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row in:\n{text}"))
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(text.starts_with("SETTING"), "{text}");
+    assert_eq!(row("endpoint"), "env.example:1 env ORGCTL_ENDPOINT");
+    assert_eq!(row("auth-endpoint"), "file.example:2 config");
+    assert_eq!(row("token"), "<redacted> env ORGCTL_TOKEN");
+    assert_eq!(row("token-file"), "- unset");
+    assert_eq!(row("output"), "table env ORGCTL_OUTPUT");
+
+    let output = show(
+        &[
+            "--endpoint",
+            "flag.example:1",
+            "--token",
+            secrets[2],
+            "--json",
+        ],
+        &env,
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["endpoint"]["value"], "flag.example:1");
+    assert_eq!(json["endpoint"]["source"], "flag");
+    assert_eq!(json["token"]["source"], "flag");
+    assert_eq!(json["output"]["value"], "json");
+
+    // A token file on the command line beats the token in the file.
+    let output = show(&["--token-file", "/run/secrets/orgctl"], &[]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json["token-file"]["value"], "/run/secrets/orgctl");
+    assert!(json["token"]["value"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_followed_job_that_fails_or_is_cancelled_exits_3_or_4() {
+    let (secret, authenticator) = support::ops_token();
+    let addr = support::serve_jobs(authenticator, None).await;
+    let endpoint = addr.to_string();
+    let env = [("ORGCTL_TOKEN", secret.as_str())];
+    for (command, job_id, code, state) in [
+        ("watch", "failed", 3, "FAILED"),
+        ("wait", "failed", 3, "FAILED"),
+        ("watch", "cancelled", 4, "CANCELLED"),
+        ("wait", "cancelled", 4, "CANCELLED"),
+        ("watch", "succeeded", 0, "SUCCEEDED"),
+    ] {
+        let args = ["--endpoint", &endpoint, "job", command, job_id];
+        let output = orgctl_async(&args, &env).await;
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "job {command} {job_id}: {}",
+            stderr(&output)
+        );
+        let text = stdout(&output);
+        let last = text.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with(&format!("job {job_id} {state} processed=10/10")),
+            "{text}"
+        );
+    }
+    let args = [
+        "--endpoint",
+        &endpoint,
+        "--output",
+        "json",
+        "job",
+        "wait",
+        "failed",
+    ];
+    let output = orgctl_async(&args, &env).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let job: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(job["state"], "FAILED");
 }

@@ -5,10 +5,7 @@
 use clap::{ArgAction, Subcommand};
 use serde_json::json;
 
-use super::output::{
-    connection_json, connection_text, policy_json, policy_text, unlink_result_json,
-    unlink_result_text,
-};
+use super::output::{CONNECTIONS, UNLINK_RESULTS, policy_json, policy_text};
 use super::{CliError, Context, ExitStatus, PageArgs, list_pages};
 
 /// The most member ids one LinkSso or BatchUnlinkSso call accepts.
@@ -100,11 +97,17 @@ pub async fn run(command: AuthCommand, context: &Context) -> Result<ExitStatus, 
             );
         }
         AuthCommand::Unlink { org_id, member_ids } => {
+            let mut listing = output.list(UNLINK_RESULTS);
             for chunk in member_ids.chunks(MAX_PER_CALL) {
-                for result in client.batch_unlink(&org_id, chunk.to_vec()).await? {
-                    output.record(unlink_result_text(&result), unlink_result_json(&result));
+                match client.batch_unlink(&org_id, chunk.to_vec()).await {
+                    Ok(results) => results.iter().for_each(|result| listing.push(result)),
+                    Err(error) => {
+                        listing.abandon();
+                        return Err(error.into());
+                    }
                 }
             }
+            listing.finish();
         }
         AuthCommand::Connections {
             org_id,
@@ -115,17 +118,11 @@ pub async fn run(command: AuthCommand, context: &Context) -> Result<ExitStatus, 
             output.record(count, json!({ "org_id": org_id, "count": count }));
         }
         AuthCommand::Connections { org_id, page, .. } => {
-            list_pages(
-                &page,
-                |page_size, token| {
-                    let client = client.clone();
-                    let org_id = org_id.clone();
-                    async move { client.list_connections(&org_id, page_size, &token).await }
-                },
-                |connection| {
-                    output.record(connection_text(connection), connection_json(connection))
-                },
-            )
+            list_pages(&page, output, CONNECTIONS, |page_size, token| {
+                let client = client.clone();
+                let org_id = org_id.clone();
+                async move { client.list_connections(&org_id, page_size, &token).await }
+            })
             .await?;
         }
         AuthCommand::Check { org_id, member_id } => {

@@ -1,9 +1,13 @@
-//! `orgctl job …`: inspect, list, cancel, watch and wait for jobs.
+//! `orgctl job …`: inspect, list (once or live), cancel, watch and wait
+//! for jobs.
+
+use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 use orgauth_client::pb::org::JobState;
 
-use super::output::{failure_json, failure_text, job_json, job_text};
+use super::live::{DEFAULT_ROWS, LiveArgs, watch_jobs};
+use super::output::{FAILURES, JOBS, job_json, job_text};
 use super::watch::{Follow, follow_job};
 use super::{CliError, Context, ExitStatus, PageArgs, list_pages};
 
@@ -14,7 +18,7 @@ pub enum JobCommand {
         /// The job id (a UUID).
         job_id: String,
     },
-    /// List jobs, newest first.
+    /// List jobs, newest first; with --watch, keep watching them.
     List {
         /// Only jobs of this org.
         #[arg(long = "org", value_name = "ORG")]
@@ -24,6 +28,24 @@ pub enum JobCommand {
         state: Option<StateFilter>,
         #[command(flatten)]
         page: PageArgs,
+        /// Keep watching the --page-size newest jobs (20 by default), listing
+        /// again every --interval for new ones: a table redrawn in place on a
+        /// terminal, otherwise one line (or, with --output json, one JSON
+        /// object) per change. Runs until Ctrl-C.
+        #[arg(long, conflicts_with_all = ["page_token", "all"])]
+        watch: bool,
+        /// With --watch: exit 0 once no job shown is QUEUED or RUNNING.
+        #[arg(long, requires = "watch")]
+        until_idle: bool,
+        /// With --watch: how often to list again (500ms to 1m).
+        #[arg(
+            long,
+            requires = "watch",
+            value_name = "DURATION",
+            default_value = "2s",
+            value_parser = parse_interval
+        )]
+        interval: Duration,
     },
     /// Ask a job to stop. A running job stops at its next batch boundary,
     /// so the job printed may still be RUNNING.
@@ -39,8 +61,8 @@ pub enum JobCommand {
         page: PageArgs,
     },
     /// Follow a job until it ends: a live progress bar when stdout is a
-    /// terminal, otherwise one line (or, with --json, one JSON object) per
-    /// update, then a summary. Survives server restarts by resuming from the
+    /// terminal, otherwise one line (or, with --output json or --json, one
+    /// JSON object) per update, then a summary. Survives server restarts by resuming from the
     /// last version seen. Exit code 0 if the job SUCCEEDED, 3 if FAILED, 4
     /// if CANCELLED.
     Watch {
@@ -48,7 +70,7 @@ pub enum JobCommand {
         job_id: String,
     },
     /// Wait silently for a job to end, then print its summary (or, with
-    /// --json, the final job). Exit code 0 if the job SUCCEEDED, 3 if
+    /// --output json, the final job). Exit code 0 if the job SUCCEEDED, 3 if
     /// FAILED, 4 if CANCELLED.
     Wait {
         /// The job id (a UUID).
@@ -64,6 +86,16 @@ pub enum StateFilter {
     Succeeded,
     Failed,
     Cancelled,
+}
+
+/// `--interval`: long enough not to hammer the server, short enough to
+/// notice new jobs.
+fn parse_interval(value: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if !(Duration::from_millis(500)..=Duration::from_secs(60)).contains(&interval) {
+        return Err("must be between 500ms and 1m".to_owned());
+    }
+    Ok(interval)
 }
 
 impl From<StateFilter> for JobState {
@@ -91,18 +123,28 @@ pub async fn run(command: JobCommand, context: &Context) -> Result<ExitStatus, C
             org_id,
             state,
             page,
+            watch,
+            until_idle,
+            interval,
         } => {
             let org_id = org_id.unwrap_or_default();
             let state = state.map_or(JobState::Unspecified, JobState::from);
-            list_pages(
-                &page,
-                |page_size, token| {
-                    let client = client.clone();
-                    let org_id = org_id.clone();
-                    async move { client.list_jobs(&org_id, state, page_size, &token).await }
-                },
-                |job| output.record(job_text(job, false), job_json(job)),
-            )
+            if watch {
+                let args = LiveArgs {
+                    org_id,
+                    state,
+                    rows: page.page_size.unwrap_or(DEFAULT_ROWS),
+                    interval,
+                    until_idle,
+                    retry_budget: context.watch_retry_budget(),
+                };
+                return watch_jobs(&client, args, output).await;
+            }
+            list_pages(&page, output, JOBS, |page_size, token| {
+                let client = client.clone();
+                let org_id = org_id.clone();
+                async move { client.list_jobs(&org_id, state, page_size, &token).await }
+            })
             .await?;
             Ok(ExitStatus::Success)
         }
@@ -112,15 +154,11 @@ pub async fn run(command: JobCommand, context: &Context) -> Result<ExitStatus, C
             Ok(ExitStatus::Success)
         }
         JobCommand::Failures { job_id, page } => {
-            list_pages(
-                &page,
-                |page_size, token| {
-                    let client = client.clone();
-                    let job_id = job_id.clone();
-                    async move { client.list_job_failures(&job_id, page_size, &token).await }
-                },
-                |failure| output.record(failure_text(failure), failure_json(failure)),
-            )
+            list_pages(&page, output, FAILURES, |page_size, token| {
+                let client = client.clone();
+                let job_id = job_id.clone();
+                async move { client.list_job_failures(&job_id, page_size, &token).await }
+            })
             .await?;
             Ok(ExitStatus::Success)
         }

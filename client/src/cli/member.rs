@@ -9,7 +9,7 @@ use orgauth_client::{ClientError, OrgClient};
 use serde_json::json;
 use tonic::Code;
 
-use super::output::{member_json, member_text, print_line};
+use super::output::{MEMBERS, print_line};
 use super::progress::{Meter, rate};
 use super::{CliError, Context, ExitStatus, PageArgs, list_pages};
 
@@ -128,15 +128,11 @@ pub async fn run(command: MemberCommand, context: &Context) -> Result<ExitStatus
         }
         MemberCommand::List { org_id, page } => {
             let client = context.org_client().await?;
-            list_pages(
-                &page,
-                |page_size, token| {
-                    let client = client.clone();
-                    let org_id = org_id.clone();
-                    async move { client.list_members(&org_id, page_size, &token).await }
-                },
-                |member| output.record(member_text(member), member_json(member)),
-            )
+            list_pages(&page, output, MEMBERS, |page_size, token| {
+                let client = client.clone();
+                let org_id = org_id.clone();
+                async move { client.list_members(&org_id, page_size, &token).await }
+            })
             .await?;
             Ok(ExitStatus::Success)
         }
@@ -192,7 +188,7 @@ async fn seed(plan: SeedPlan, link: bool, context: &Context) -> Result<ExitStatu
     let (added, add_time) = add_seed_members(&org_client, &plan).await?;
     let org_id = &plan.org_id;
     let requested = plan.count;
-    if !context.output.json {
+    if !context.output.is_json() {
         print_line(format!(
             "added {added} new members to {org_id} ({requested} requested) in {:.2}s ({})",
             add_time.as_secs_f64(),
@@ -203,7 +199,7 @@ async fn seed(plan: SeedPlan, link: bool, context: &Context) -> Result<ExitStatu
     let mut linked = None;
     if let Some(auth_client) = auth_client {
         let (newly_linked, link_time) = link_seed_members(&auth_client, &plan).await?;
-        if !context.output.json {
+        if !context.output.is_json() {
             print_line(format!(
                 "linked {newly_linked} new SSO connections in {org_id} ({requested} requested) in {:.2}s ({})",
                 link_time.as_secs_f64(),
@@ -213,7 +209,7 @@ async fn seed(plan: SeedPlan, link: bool, context: &Context) -> Result<ExitStatu
         linked = Some((newly_linked, link_time.as_secs_f64()));
     }
 
-    if context.output.json {
+    if context.output.is_json() {
         print_line(json!({
             "org_id": org_id,
             "requested": requested,

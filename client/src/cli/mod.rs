@@ -1,21 +1,28 @@
 //! orgctl's command line: the clap definitions of every command, the shared
-//! context (endpoints, credentials, TLS, timeouts, output mode), error
+//! context (endpoints, credentials, TLS, timeouts, output form), error
 //! reporting and exit codes. Each resource's commands live in their own
 //! module.
 //!
 //! Layout:
 //! - `org`, `member`, `job`, `auth`: the subcommands and their handlers.
 //! - `token`: `token issue`, which needs no server.
-//! - `watch`: following a job (progress bar, lines or JSON, summary).
+//! - `settings`: where each setting comes from (flag, environment, config
+//!   file, default) and `config show`.
+//! - `watch`: following one job (progress bar, lines or JSON, summary).
+//! - `live`: `job list --watch`, the live view of many jobs.
 //! - `progress`: the meter for bulk operations (`member seed`).
-//! - `output`: text and JSON shapes of every resource.
+//! - `output`: text, table and JSON shapes of every resource; `table`:
+//!   aligned columns.
 
 mod auth;
 mod job;
+mod live;
 mod member;
 mod org;
 mod output;
 mod progress;
+mod settings;
+mod table;
 mod token;
 mod watch;
 
@@ -27,13 +34,15 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap_complete::Shell;
 use orgauth_client::{
     AuthClient, ClientError, ClientTls, ConnectOptions, OrgClient, Page, WatchOptions, code_name,
 };
 use orgauth_security::token::Secret;
 use tonic::Code;
 
-use output::Output;
+use output::{Format, Output, Shape};
+use settings::{ConfigCommand, Origins, Settings, Token};
 
 const AFTER_HELP: &str = "\
 Credentials and TLS:
@@ -43,12 +52,20 @@ Credentials and TLS:
   HOST:PORT endpoint then means https://); --client-cert and --client-key
   add a client certificate for mutual TLS.
 
+Config file:
+  endpoint, auth-endpoint, token or token-file, ca-cert, client-cert,
+  client-key, tls-server-name and output can also be set in a TOML file:
+  --config / ORGCTL_CONFIG, by default $XDG_CONFIG_HOME/orgctl/config.toml
+  (else ~/.config/orgctl/config.toml). The command line beats the
+  environment, which beats the file. `orgctl config show` prints the
+  settings in effect and where each came from.
+
 Exit codes:
   0  success; for `job watch`, `job wait` and `--watch`: the job SUCCEEDED
   1  failure (server error, server unreachable, UNAUTHENTICATED,
      PERMISSION_DENIED, TLS handshake, ...)
-  2  usage error (bad flag, unreadable token file or certificate), or the
-     server answered INVALID_ARGUMENT
+  2  usage error (bad flag, unreadable token file or certificate, missing
+     or invalid config file), or the server answered INVALID_ARGUMENT
   3  the followed job ended FAILED
   4  the followed job ended CANCELLED
 
@@ -66,16 +83,44 @@ pub struct Cli {
     #[command(flatten)]
     connection: ConnectionArgs,
 
-    /// Print one JSON object per line on stdout instead of text.
+    /// How to print results.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL_OPTIONS,
+        env = "ORGCTL_OUTPUT",
+        value_enum,
+        default_value = "table"
+    )]
+    output: Format,
+
+    /// Short for --output json.
     #[arg(long, global = true, help_heading = GLOBAL_OPTIONS)]
     json: bool,
 
+    /// The config file [default: $XDG_CONFIG_HOME/orgctl/config.toml, else
+    /// ~/.config/orgctl/config.toml]. A file named here must exist.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL_OPTIONS,
+        env = "ORGCTL_CONFIG",
+        value_name = "PATH"
+    )]
+    config: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
+
+    /// Where clap found each global option, for the config file to fill
+    /// in only what neither the command line nor the environment set.
+    #[arg(skip)]
+    origins: Origins,
 }
 
 /// Where the servers are and how to reach them: every command that calls a
-/// server uses these.
+/// server uses these. The TLS options' dependencies on each other are
+/// checked after the config file is merged in ([`Settings::check_tls`]).
 #[derive(Debug, clap::Args)]
 struct ConnectionArgs {
     /// org-server's gRPC endpoint (OrgService, JobService): HOST:PORT,
@@ -145,8 +190,7 @@ struct ConnectionArgs {
         global = true,
         help_heading = GLOBAL_OPTIONS,
         env = "ORGCTL_CLIENT_CERT",
-        value_name = "PATH",
-        requires_all = ["client_key", "ca_cert"]
+        value_name = "PATH"
     )]
     client_cert: Option<PathBuf>,
 
@@ -156,8 +200,7 @@ struct ConnectionArgs {
         global = true,
         help_heading = GLOBAL_OPTIONS,
         env = "ORGCTL_CLIENT_KEY",
-        value_name = "PATH",
-        requires = "client_cert"
+        value_name = "PATH"
     )]
     client_key: Option<PathBuf>,
 
@@ -168,8 +211,7 @@ struct ConnectionArgs {
         global = true,
         help_heading = GLOBAL_OPTIONS,
         env = "ORGCTL_TLS_SERVER_NAME",
-        value_name = "NAME",
-        requires = "ca_cert"
+        value_name = "NAME"
     )]
     tls_server_name: Option<String>,
 
@@ -198,24 +240,18 @@ struct ConnectionArgs {
 }
 
 /// Parses the command line (exiting with clap's message on a usage
-/// error), then settles which token to use when both --token and
-/// --token-file are set: the one on the command line beats the one from
-/// the environment; both from the same place is a usage error.
+/// error) and records where clap found each global option.
 pub fn parse() -> Cli {
     let matches = Cli::command().get_matches();
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    from_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
+fn from_matches(matches: &clap::ArgMatches) -> Result<Cli, clap::Error> {
+    let mut cli = Cli::from_arg_matches(matches)?;
+    cli.origins = Origins::from_matches(matches);
     cli.connection
         .drop_empty_env_values(|id| matches.value_source(id) == Some(ValueSource::EnvVariable));
-    let sources = (
-        matches.value_source("token"),
-        matches.value_source("token_file"),
-    );
-    if let Err(message) = cli.connection.settle_token_sources(sources) {
-        Cli::command()
-            .error(clap::error::ErrorKind::ArgumentConflict, message)
-            .exit();
-    }
-    cli
+    Ok(cli)
 }
 
 impl ConnectionArgs {
@@ -234,52 +270,6 @@ impl ConnectionArgs {
         if from_env("tls_server_name") && self.tls_server_name.as_deref() == Some("") {
             self.tls_server_name = None;
         }
-    }
-
-    /// Keeps one of --token and --token-file when both are set; see
-    /// [`parse`].
-    fn settle_token_sources(
-        &mut self,
-        (token, token_file): (Option<ValueSource>, Option<ValueSource>),
-    ) -> Result<(), &'static str> {
-        if self.token.is_none() || self.token_file.is_none() {
-            return Ok(());
-        }
-        match (token, token_file) {
-            (Some(ValueSource::CommandLine), Some(ValueSource::EnvVariable)) => {
-                self.token_file = None;
-                Ok(())
-            }
-            (Some(ValueSource::EnvVariable), Some(ValueSource::CommandLine)) => {
-                self.token = None;
-                Ok(())
-            }
-            (Some(ValueSource::EnvVariable), _) => {
-                Err("ORGCTL_TOKEN and ORGCTL_TOKEN_FILE are both set: unset one")
-            }
-            _ => Err("--token and --token-file cannot be used together"),
-        }
-    }
-
-    /// The token to send: --token, or the contents of --token-file.
-    fn token(&self) -> Result<Option<String>, CliError> {
-        match (&self.token, &self.token_file) {
-            (Some(Secret(secret)), _) => Ok(Some(secret.clone())),
-            (None, Some(path)) => read_token_file(path).map(Some),
-            (None, None) => Ok(None),
-        }
-    }
-
-    /// The TLS settings, when any TLS flag is given.
-    fn tls(&self) -> Option<ClientTls> {
-        if self.ca_cert.is_none() && self.client_cert.is_none() && self.tls_server_name.is_none() {
-            return None;
-        }
-        Some(ClientTls {
-            ca: self.ca_cert.clone(),
-            identity: self.client_cert.clone().zip(self.client_key.clone()),
-            domain: self.tls_server_name.clone(),
-        })
     }
 }
 
@@ -332,7 +322,27 @@ enum Command {
     /// Bearer tokens for the servers' tokens files (no server involved).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// orgctl's own settings (no server involved).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a completion script for SHELL on stdout.
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
 }
+
+const COMPLETIONS_HELP: &str = "\
+Install:
+  bash        orgctl completions bash > ~/.local/share/bash-completion/completions/orgctl
+  zsh         orgctl completions zsh > ~/.zfunc/_orgctl
+              (with `fpath+=~/.zfunc; autoload -Uz compinit; compinit` in ~/.zshrc)
+  fish        orgctl completions fish > ~/.config/fish/completions/orgctl.fish
+  powershell  orgctl completions powershell >> $PROFILE
+  elvish      orgctl completions elvish >> ~/.config/elvish/rc.elv
+Then open a new shell.";
 
 /// The commands that call a server.
 #[derive(Debug, Subcommand)]
@@ -501,22 +511,51 @@ pub struct Context {
 }
 
 impl Context {
-    fn new(args: &ConnectionArgs, output: Output) -> Result<Self, CliError> {
+    fn new(settings: &Settings, output: Output) -> Result<Self, CliError> {
+        settings.check_tls()?;
+        let token = match settings.token.as_ref().map(|token| &token.value) {
+            Some(Token::Secret(Secret(secret))) => Some(secret.clone()),
+            Some(Token::File(path)) => Some(read_token_file(path)?),
+            None => None,
+        };
+        let path = |setting: &Option<settings::Setting<PathBuf>>| {
+            setting.as_ref().map(|setting| setting.value.clone())
+        };
+        let (ca, client_cert, client_key) = (
+            path(&settings.ca_cert),
+            path(&settings.client_cert),
+            path(&settings.client_key),
+        );
+        let domain = settings
+            .tls_server_name
+            .as_ref()
+            .map(|name| name.value.clone());
+        let tls = (ca.is_some() || client_cert.is_some() || domain.is_some()).then(|| ClientTls {
+            ca,
+            identity: client_cert.zip(client_key),
+            domain,
+        });
         Ok(Self {
-            endpoint: args.endpoint.clone(),
-            auth_endpoint: args.auth_endpoint.clone(),
+            endpoint: settings.endpoint.value.clone(),
+            auth_endpoint: settings.auth_endpoint.value.clone(),
             connect: ConnectOptions {
-                timeout: args.connect_timeout,
-                token: args.token()?,
-                tls: args.tls(),
+                timeout: settings.connect_timeout.value,
+                token,
+                tls,
                 ..ConnectOptions::default()
             },
             watch: WatchOptions {
-                retry_budget: args.watch_retry_budget,
+                retry_budget: settings.watch_retry_budget.value,
                 ..WatchOptions::default()
             },
             output,
         })
+    }
+
+    /// How long a broken watch (or listing, for `job list --watch`) may
+    /// keep failing before orgctl gives up.
+    pub fn watch_retry_budget(&self) -> Duration {
+        self.watch.retry_budget
     }
 
     /// Connects to org-server.
@@ -546,13 +585,14 @@ pub struct PageArgs {
     all: bool,
 }
 
-/// Fetches one page (or every page, with `--all`) and hands each item to
-/// `emit`. Without `--all`, the token of the next page goes to stderr so
-/// stdout holds only items.
+/// Fetches one page (or every page, with `--all`) and prints its items
+/// shaped by `shape`. Without `--all`, the token of the next page goes to
+/// stderr so stdout holds only items.
 pub async fn list_pages<T, Fetch, Fut>(
     args: &PageArgs,
+    output: Output,
+    shape: Shape<T>,
     mut fetch: Fetch,
-    mut emit: impl FnMut(&T),
 ) -> Result<(), CliError>
 where
     Fetch: FnMut(i32, String) -> Fut,
@@ -560,28 +600,34 @@ where
 {
     let page_size = args.page_size.unwrap_or(if args.all { 1_000 } else { 0 });
     let mut page_token = args.page_token.clone();
+    let mut listing = output.list(shape);
     loop {
-        let page = fetch(page_size, page_token).await?;
-        page.items.iter().for_each(&mut emit);
+        let page = match fetch(page_size, page_token).await {
+            Ok(page) => page,
+            Err(error) => {
+                listing.abandon();
+                return Err(error.into());
+            }
+        };
+        page.items.iter().for_each(|item| listing.push(item));
         match page.next_page_token {
             Some(next) if args.all => page_token = next,
             Some(next) => {
+                listing.finish();
                 eprintln!("more: --page-token {next}");
                 return Ok(());
             }
-            None => return Ok(()),
+            None => {
+                listing.finish();
+                return Ok(());
+            }
         }
     }
 }
 
 /// Runs the parsed command line and reports how it went.
 pub async fn run(cli: Cli) -> ExitCode {
-    let output = Output { json: cli.json };
-    let result = match cli.command {
-        Command::Server(command) => run_server_command(command, &cli.connection, output).await,
-        Command::Token(command) => token::run(command, output),
-    };
-    match result {
+    match run_command(cli).await {
         Ok(status) => status.into(),
         Err(error) => {
             eprintln!("{}", error.report());
@@ -590,14 +636,43 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
+async fn run_command(cli: Cli) -> Result<ExitStatus, CliError> {
+    // Completions need no settings, so a broken config file cannot keep
+    // them from being installed.
+    if let Command::Completions { shell } = cli.command {
+        print_completions(shell);
+        return Ok(ExitStatus::Success);
+    }
+    let (location, config) = settings::load_config(&cli)?;
+    let settings = Settings::resolve(&cli, config, location)?;
+    let output = Output {
+        format: settings.output.value,
+    };
+    match cli.command {
+        Command::Server(command) => run_server_command(command, &settings, output).await,
+        Command::Token(command) => token::run(command, output),
+        Command::Config(ConfigCommand::Show) => settings::show(&settings, output),
+        Command::Completions { .. } => Ok(ExitStatus::Success),
+    }
+}
+
+/// Writes the completion script through [`output::print_line`], which
+/// takes a closed pipe calmly (clap_complete would panic on it).
+fn print_completions(shell: Shell) {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "orgctl", &mut script);
+    let script = String::from_utf8_lossy(&script);
+    output::print_line(script.trim_end());
+}
+
 /// Runs a command that calls a server; errors without a hint get the
 /// default one (what to do about credentials, mostly).
 async fn run_server_command(
     command: ServerCommand,
-    connection: &ConnectionArgs,
+    settings: &Settings,
     output: Output,
 ) -> Result<ExitStatus, CliError> {
-    let context = Context::new(connection, output)?;
+    let context = Context::new(settings, output)?;
     let result = match command {
         ServerCommand::Org(command) => org::run(command, &context).await,
         ServerCommand::Member(command) => member::run(command, &context).await,
@@ -736,65 +811,122 @@ mod tests {
         assert_eq!(default_hint(&not_found, true), None);
     }
 
-    fn connection_args(args: &[&str]) -> ConnectionArgs {
-        let cli = Cli::try_parse_from([&["orgctl"], args, &["org", "get", "x"]].concat()).unwrap();
-        cli.connection
+    /// Parses a command line and resolves its settings against `config`
+    /// (the environment plays no part: tests cannot set it safely).
+    fn settings_with(args: &[&str], config: &str) -> Result<Settings, CliError> {
+        let argv = [&["orgctl"], args, &["org", "get", "x"]].concat();
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let cli = from_matches(&matches).unwrap();
+        let path = Path::new("/etc/orgctl/config.toml");
+        let location = settings::ConfigLocation {
+            path: Some(path.to_path_buf()),
+            source: settings::Source::Flag,
+            found: true,
+        };
+        let config = settings::parse_config(config, path)?;
+        Settings::resolve(&cli, config, location)
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        settings_with(args, "").unwrap()
     }
 
     #[test]
-    fn the_command_line_token_beats_the_environment() {
-        use ValueSource::{CommandLine, EnvVariable};
-        let both = || connection_args(&["--token", "t", "--token-file", "f"]);
+    fn the_command_line_beats_the_config_file() {
+        let file = "endpoint = \"file:1\"\noutput = \"json\"\ntoken = \"oat_file\"\n";
+        let from_file = settings_with(&[], file).unwrap();
+        assert_eq!(from_file.endpoint.value, "file:1");
+        assert_eq!(from_file.endpoint.source, settings::Source::Config);
+        assert_eq!(from_file.output.value, Format::Json);
+        assert_eq!(from_file.auth_endpoint.source, settings::Source::Default);
 
-        let mut args = both();
-        args.settle_token_sources((Some(CommandLine), Some(EnvVariable)))
-            .unwrap();
-        assert!(args.token.is_some() && args.token_file.is_none());
+        let flags = settings_with(
+            &[
+                "--endpoint",
+                "flag:1",
+                "--output",
+                "table",
+                "--token-file",
+                "t",
+            ],
+            file,
+        )
+        .unwrap();
+        assert_eq!(flags.endpoint.value, "flag:1");
+        assert_eq!(flags.endpoint.source, settings::Source::Flag);
+        assert_eq!(flags.output.value, Format::Table);
+        assert!(matches!(
+            flags.token.map(|token| token.value),
+            Some(Token::File(_))
+        ));
+    }
 
-        let mut args = both();
-        args.settle_token_sources((Some(EnvVariable), Some(CommandLine)))
-            .unwrap();
-        assert!(args.token.is_none() && args.token_file.is_some());
+    #[test]
+    fn json_is_short_for_output_json() {
+        assert_eq!(settings(&["--json"]).output.value, Format::Json);
+        assert_eq!(
+            settings(&["--json", "--output", "json"]).output.value,
+            Format::Json
+        );
+        assert_eq!(settings(&[]).output.value, Format::Table);
+        let error = settings_with(&["--json", "--output", "table"], "").unwrap_err();
+        assert_eq!(error.exit_status(), ExitStatus::Usage);
+        // --json on the command line beats a config file's output.
+        let json = settings_with(&["--json"], "output = \"table\"\n").unwrap();
+        assert_eq!(json.output.value, Format::Json);
+    }
 
-        for sources in [
-            (Some(CommandLine), Some(CommandLine)),
-            (Some(EnvVariable), Some(EnvVariable)),
-        ] {
-            assert!(both().settle_token_sources(sources).is_err());
-        }
-        let mut only_token = connection_args(&["--token", "t"]);
-        only_token
-            .settle_token_sources((Some(CommandLine), None))
-            .unwrap();
-        assert!(only_token.token.is_some());
+    #[test]
+    fn two_tokens_on_the_command_line_are_refused() {
+        let error = settings_with(&["--token", "t", "--token-file", "f"], "").unwrap_err();
+        assert!(error.report().contains("cannot be used together"));
     }
 
     #[test]
     fn empty_environment_values_count_as_unset() {
-        let mut args = connection_args(&["--token", ""]);
+        let mut args = settings_cli(&["--token", ""]).connection;
         args.drop_empty_env_values(|_| false);
         assert!(args.token.is_some());
         args.drop_empty_env_values(|id| id == "token");
         assert!(args.token.is_none());
-        let mut args = connection_args(&["--token", "oat_x"]);
+        let mut args = settings_cli(&["--token", "oat_x"]).connection;
         args.drop_empty_env_values(|_| true);
         assert!(args.token.is_some());
+    }
+
+    fn settings_cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from([&["orgctl"], args, &["org", "get", "x"]].concat()).unwrap()
     }
 
     #[test]
     fn the_token_is_never_in_debug_output() {
         let secret = "oat_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG";
-        let cli = Cli::try_parse_from(["orgctl", "--token", secret, "org", "get", "x"]).unwrap();
+        let cli = settings_cli(&["--token", secret]);
         assert!(!format!("{cli:?}").contains(secret));
-        let context = Context::new(&cli.connection, Output { json: false }).unwrap();
+        let settings = settings(&["--token", secret]);
+        assert!(!format!("{settings:?}").contains(secret));
+        let context = Context::new(
+            &settings,
+            Output {
+                format: Format::Table,
+            },
+        )
+        .unwrap();
         assert_eq!(context.connect.token.as_deref(), Some(secret));
         assert!(!format!("{:?}", context.connect).contains(secret));
     }
 
+    fn tls_of(settings: &Settings) -> Option<ClientTls> {
+        let output = Output {
+            format: Format::Table,
+        };
+        Context::new(settings, output).unwrap().connect.tls
+    }
+
     #[test]
-    fn tls_is_on_when_any_tls_flag_is_given() {
-        assert!(connection_args(&[]).tls().is_none());
-        let tls = connection_args(&[
+    fn tls_is_on_when_any_tls_setting_is_given() {
+        assert!(tls_of(&settings(&[])).is_none());
+        let tls = tls_of(&settings(&[
             "--ca-cert",
             "ca.pem",
             "--client-cert",
@@ -803,8 +935,7 @@ mod tests {
             "c.key",
             "--tls-server-name",
             "orgs.internal",
-        ])
-        .tls()
+        ]))
         .unwrap();
         assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
         assert_eq!(
@@ -812,6 +943,28 @@ mod tests {
             Some((PathBuf::from("c.pem"), PathBuf::from("c.key")))
         );
         assert_eq!(tls.domain.as_deref(), Some("orgs.internal"));
+
+        // The CA from the config file completes client certificate flags.
+        let mixed = settings_with(
+            &["--client-cert", "c.pem", "--client-key", "c.key"],
+            "ca-cert = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let tls = tls_of(&mixed).unwrap();
+        assert_eq!(tls.ca, Some(PathBuf::from("/etc/orgctl/ca.pem")));
+    }
+
+    #[test]
+    fn tls_settings_that_need_each_other_are_checked_after_merging() {
+        for args in [
+            &["--client-cert", "c.pem"][..],
+            &["--client-cert", "c.pem", "--client-key", "c.key"][..],
+            &["--client-key", "c.key", "--ca-cert", "ca.pem"][..],
+            &["--tls-server-name", "orgs.internal"][..],
+        ] {
+            let error = settings(args).check_tls().unwrap_err();
+            assert_eq!(error.exit_status(), ExitStatus::Usage, "{args:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use clap::{ArgAction, ArgGroup, Subcommand};
 use orgauth_client::{CreateOrg, OrgChange, UpdateOrg};
 use serde_json::json;
 
-use super::output::{org_json, org_text, print_line};
+use super::output::{ORGS, org_json, org_text, print_line};
 use super::watch::{Follow, follow_job};
 use super::{CliError, Context, ExitStatus, PageArgs, list_pages};
 
@@ -103,14 +103,10 @@ pub async fn run(command: OrgCommand, context: &Context) -> Result<ExitStatus, C
             Ok(ExitStatus::Success)
         }
         OrgCommand::List { page } => {
-            list_pages(
-                &page,
-                |page_size, token| {
-                    let client = client.clone();
-                    async move { client.list_orgs(page_size, &token).await }
-                },
-                |org| output.record(org_text(org), org_json(org)),
-            )
+            list_pages(&page, output, ORGS, |page_size, token| {
+                let client = client.clone();
+                async move { client.list_orgs(page_size, &token).await }
+            })
             .await?;
             Ok(ExitStatus::Success)
         }
@@ -148,7 +144,7 @@ pub async fn run(command: OrgCommand, context: &Context) -> Result<ExitStatus, C
 fn print_change(context: &Context, rpc: &str, change: &OrgChange, latency: std::time::Duration) {
     // Microsecond precision is plenty, and keeps the JSON number short.
     let latency_ms = (latency.as_secs_f64() * 1_000_000.0).round() / 1_000.0;
-    if context.output.json {
+    if context.output.is_json() {
         print_line(json!({
             "org": org_json(&change.org),
             "job_id": change.job_id,

@@ -1,5 +1,6 @@
-//! How orgctl prints: one human line (key=value pairs) or one JSON object
-//! per line on stdout, and the text and JSON shapes of every resource.
+//! How orgctl prints (`--output`): lists as aligned columns under a header
+//! row or one JSON object per line, single results as one line of text or
+//! one JSON object; and the text, table and JSON shapes of every resource.
 //!
 //! The prost types do not implement `Serialize`, so the JSON shapes are
 //! built here by hand; field names follow the protobuf fields, enums use
@@ -15,20 +16,98 @@ use orgauth_client::pb::prost_types::Timestamp;
 use orgauth_client::{job_kind_name, job_state_name};
 use serde_json::{Value, json};
 
-/// Where results go: human lines or JSON lines.
+use super::table::Table;
+
+/// `--output` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// For humans: lists as aligned columns under a header row, single
+    /// results as one line of text.
+    Table,
+    /// For scripts: one JSON object per line.
+    Json,
+}
+
+impl Format {
+    /// The name `--output` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// Where results go, and in which form.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
-    /// `--json`: one JSON object per line.
-    pub json: bool,
+    pub format: Format,
 }
 
 impl Output {
-    /// Prints one result: `text` for humans, `json` with `--json`.
-    pub fn record(&self, text: impl Display, json: Value) {
-        if self.json {
+    pub fn is_json(self) -> bool {
+        self.format == Format::Json
+    }
+
+    /// Prints one result: `text` for humans, `json` for scripts.
+    pub fn record(self, text: impl Display, json: Value) {
+        if self.is_json() {
             print_line(json);
         } else {
             print_line(text);
+        }
+    }
+
+    /// Starts printing a list of items shaped by `shape`.
+    pub fn list<T>(self, shape: Shape<T>) -> Listing<T> {
+        let table = (!self.is_json()).then(|| Table::new(shape.header));
+        Listing {
+            shape,
+            table,
+            any: false,
+        }
+    }
+}
+
+/// How the items of one kind of list print: their table columns and their
+/// JSON object.
+pub struct Shape<T> {
+    pub header: &'static [&'static str],
+    pub row: fn(&T) -> Vec<String>,
+    pub json: fn(&T) -> Value,
+}
+
+/// A list being printed: JSON lines go out at once, table rows when the
+/// table can size its columns.
+pub struct Listing<T> {
+    shape: Shape<T>,
+    table: Option<Table>,
+    /// Whether any item was pushed.
+    any: bool,
+}
+
+impl<T> Listing<T> {
+    pub fn push(&mut self, item: &T) {
+        self.any = true;
+        match &mut self.table {
+            Some(table) => table.push((self.shape.row)(item)),
+            None => print_line((self.shape.json)(item)),
+        }
+    }
+
+    /// Prints whatever the table still holds; an empty list is its header.
+    pub fn finish(self) {
+        if let Some(table) = self.table {
+            table.finish();
+        }
+    }
+
+    /// Ends a list cut short by an error: the items listed before it are
+    /// still worth seeing, a lone header is not.
+    pub fn abandon(self) {
+        if self.any {
+            self.finish();
         }
     }
 }
@@ -54,6 +133,113 @@ pub fn time(timestamp: Option<&Timestamp>) -> Option<String> {
 fn time_text(timestamp: Option<&Timestamp>) -> String {
     time(timestamp).unwrap_or_else(|| "-".to_owned())
 }
+
+/// A time for a table cell: RFC 3339 to the second, or `-`.
+fn time_cell(timestamp: Option<&Timestamp>) -> String {
+    timestamp
+        .and_then(|timestamp| SystemTime::try_from(*timestamp).ok())
+        .map_or_else(
+            || "-".to_owned(),
+            |time| humantime::format_rfc3339_seconds(time).to_string(),
+        )
+}
+
+/// `1500/10000 15%`: a job's progress in one cell (no percentage before
+/// the job knows how many members it has).
+pub fn progress_cell(job: &pb::org::Job) -> String {
+    let done = format!("{}/{}", job.processed_members, job.total_members);
+    if job.total_members <= 0 {
+        return done;
+    }
+    let percent = job.processed_members.saturating_mul(100) / job.total_members;
+    format!("{done} {percent}%")
+}
+
+pub const ORGS: Shape<pb::org::Org> = Shape {
+    header: &["ID", "NAME", "CUSTOM_SSO", "MEMBERS", "ETAG", "UPDATED"],
+    row: org_row,
+    json: org_json,
+};
+
+fn org_row(org: &pb::org::Org) -> Vec<String> {
+    vec![
+        org.id.clone(),
+        org.display_name.clone(),
+        org.allow_custom_sso.to_string(),
+        org.member_count.to_string(),
+        org.etag.clone(),
+        time_cell(org.update_time.as_ref()),
+    ]
+}
+
+pub const MEMBERS: Shape<pb::org::Member> = Shape {
+    header: &["ID", "EMAIL"],
+    row: |member| vec![member.id.clone(), member.email.clone()],
+    json: member_json,
+};
+
+pub const JOBS: Shape<pb::org::Job> = Shape {
+    header: &[
+        "ID", "ORG", "KIND", "STATE", "PROGRESS", "FAILED", "ATTEMPT", "CREATED",
+    ],
+    row: job_row,
+    json: job_json,
+};
+
+fn job_row(job: &pb::org::Job) -> Vec<String> {
+    vec![
+        job.id.clone(),
+        job.org_id.clone(),
+        job_kind_name(job.kind()).to_owned(),
+        job_state_name(job.state()).to_owned(),
+        progress_cell(job),
+        job.failed_members.to_string(),
+        job.attempt.to_string(),
+        time_cell(job.create_time.as_ref()),
+    ]
+}
+
+pub const FAILURES: Shape<pb::org::MemberFailure> = Shape {
+    header: &["MEMBER", "CODE", "MESSAGE"],
+    row: |failure| {
+        vec![
+            failure.member_id.clone(),
+            failure.code.clone(),
+            failure.message.clone(),
+        ]
+    },
+    json: failure_json,
+};
+
+pub const CONNECTIONS: Shape<pb::auth::SsoConnection> = Shape {
+    header: &["MEMBER", "LINKED"],
+    row: |connection| {
+        vec![
+            connection.member_id.clone(),
+            time_cell(connection.create_time.as_ref()),
+        ]
+    },
+    json: connection_json,
+};
+
+pub const UNLINK_RESULTS: Shape<pb::auth::UnlinkResult> = Shape {
+    header: &["MEMBER", "OUTCOME", "ERROR"],
+    row: |result| {
+        let error = match (
+            result.error_code.is_empty(),
+            result.error_message.is_empty(),
+        ) {
+            (true, true) => String::new(),
+            _ => format!("{}: {}", result.error_code, result.error_message),
+        };
+        vec![
+            result.member_id.clone(),
+            unlink_outcome_name(result.outcome()).to_owned(),
+            error,
+        ]
+    },
+    json: unlink_result_json,
+};
 
 pub fn org_json(org: &pb::org::Org) -> Value {
     json!({
@@ -81,14 +267,6 @@ pub fn org_text(org: &pb::org::Org) -> String {
 
 pub fn member_json(member: &pb::org::Member) -> Value {
     json!({ "id": member.id, "email": member.email })
-}
-
-pub fn member_text(member: &pb::org::Member) -> String {
-    if member.email.is_empty() {
-        member.id.clone()
-    } else {
-        format!("{} {}", member.id, member.email)
-    }
 }
 
 pub fn failure_json(failure: &pb::org::MemberFailure) -> Value {
@@ -188,14 +366,6 @@ pub fn connection_json(connection: &pb::auth::SsoConnection) -> Value {
     })
 }
 
-pub fn connection_text(connection: &pb::auth::SsoConnection) -> String {
-    format!(
-        "{} linked={}",
-        connection.member_id,
-        time_text(connection.create_time.as_ref())
-    )
-}
-
 fn unlink_outcome_name(outcome: pb::auth::UnlinkOutcome) -> &'static str {
     match outcome {
         pb::auth::UnlinkOutcome::Unspecified => "UNSPECIFIED",
@@ -212,18 +382,6 @@ pub fn unlink_result_json(result: &pb::auth::UnlinkResult) -> Value {
         "error_code": result.error_code,
         "error_message": result.error_message,
     })
-}
-
-pub fn unlink_result_text(result: &pb::auth::UnlinkResult) -> String {
-    let outcome = unlink_outcome_name(result.outcome());
-    if result.error_code.is_empty() && result.error_message.is_empty() {
-        format!("{} {outcome}", result.member_id)
-    } else {
-        format!(
-            "{} {outcome} {}: {}",
-            result.member_id, result.error_code, result.error_message
-        )
-    }
 }
 
 #[cfg(test)]

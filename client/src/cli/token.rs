@@ -108,7 +108,7 @@ fn issue_token(args: IssueArgs, output: Output) -> Result<ExitStatus, CliError> 
     if let Some(path) = &args.append {
         append_line(path, &issued.line)?;
     }
-    if output.json {
+    if output.is_json() {
         print_line(json!({
             "name": args.name,
             "role": role.as_str(),

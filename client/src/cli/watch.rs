@@ -40,7 +40,7 @@ pub async fn follow_job(
     output: Output,
     follow: Follow,
 ) -> Result<ExitStatus, CliError> {
-    let mut view = match (follow, output.json) {
+    let mut view = match (follow, output.is_json()) {
         (Follow::EveryUpdate, true) => View::Json,
         (Follow::EveryUpdate, false) if std::io::stdout().is_terminal() => View::Bar(None),
         (Follow::EveryUpdate, false) => View::Lines,
@@ -75,7 +75,7 @@ pub async fn follow_job(
                 }
                 View::Lines => print_line(summary(&job, watch_started.elapsed())),
                 View::Json => {}
-                View::Quiet if output.json => print_line(job_json(&job)),
+                View::Quiet if output.is_json() => print_line(job_json(&job)),
                 View::Quiet => print_line(summary(&job, watch_started.elapsed())),
             }
             return Ok(exit_status_of(job.state()));
@@ -198,7 +198,7 @@ fn average_rate(done: u64, elapsed: Duration) -> Option<f64> {
 }
 
 /// `42s`, `3m05s`, `2h07m`.
-fn format_seconds(duration: Duration) -> String {
+pub fn format_seconds(duration: Duration) -> String {
     let seconds = duration.as_secs();
     match seconds {
         0..60 => format!("{seconds}s"),

@@ -25,7 +25,9 @@ pub const DOMAIN: &str = "orgauth.org.v1";
 
 /// GetJob answers with a job whose `org_id` is the caller's name, or
 /// PERMISSION_DENIED (ORG_ACCESS_DENIED) for job "forbidden", or
-/// INVALID_ARGUMENT naming `job_id` for job "bad".
+/// INVALID_ARGUMENT naming `job_id` for job "bad". WatchJob of job
+/// "failed", "cancelled" or "succeeded" sends one RUNNING state, then that
+/// final state.
 #[derive(Clone)]
 pub struct NamingJobs;
 
@@ -69,13 +71,33 @@ impl JobService for NamingJobs {
         Err(Status::unimplemented("fake"))
     }
 
-    type WatchJobStream = futures::stream::Empty<Result<pb::WatchJobResponse, Status>>;
+    type WatchJobStream =
+        futures::stream::Iter<std::vec::IntoIter<Result<pb::WatchJobResponse, Status>>>;
 
     async fn watch_job(
         &self,
-        _: Request<pb::WatchJobRequest>,
+        request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        Err(Status::unimplemented("fake"))
+        let job_id = request.into_inner().job_id;
+        let end = match job_id.as_str() {
+            "failed" => pb::JobState::Failed,
+            "cancelled" => pb::JobState::Cancelled,
+            "succeeded" => pb::JobState::Succeeded,
+            _ => return Err(Status::unimplemented("fake")),
+        };
+        let states = [(1, pb::JobState::Running), (2, end)].map(|(version, state)| {
+            let mut job = pb::Job {
+                id: job_id.clone(),
+                org_id: "acme".into(),
+                total_members: 10,
+                processed_members: 10 * i64::from(version == 2),
+                version,
+                ..pb::Job::default()
+            };
+            job.set_state(state);
+            Ok(pb::WatchJobResponse { job: Some(job) })
+        });
+        Ok(Response::new(futures::stream::iter(states.to_vec())))
     }
 
     async fn list_job_failures(
