@@ -59,9 +59,16 @@ start auth-server --listen 127.0.0.1:0 --database "sqlite://$work/auth.db" --tok
 auth_addr="$addr"
 start org-server --listen 127.0.0.1:0 --database "sqlite://$work/org.db" \
     --auth-endpoint "http://$auth_addr" --workers 4 \
-    --tokens-file "$tokens" --auth-token-file "$work/service-token"
+    --tokens-file "$tokens" --auth-token-file "$work/service-token" \
+    --metrics-listen 127.0.0.1:0
 org_addr="$addr"
-echo "    auth-server on $auth_addr, org-server on $org_addr"
+# The `metrics ADDR` line follows the `listening` one.
+for _ in $(seq 1 50); do
+    metrics_addr="$(sed -n 's/^metrics //p' "$work/org-server.out" | head -n 1)"
+    [ -n "$metrics_addr" ] && break
+    sleep 0.1
+done
+echo "    auth-server on $auth_addr, org-server on $org_addr (metrics: http://$metrics_addr/metrics)"
 export ORGCTL_ENDPOINT="http://$org_addr" ORGCTL_AUTH_ENDPOINT="http://$auth_addr"
 orgctl() { "$bin/orgctl" "$@"; }
 
@@ -82,4 +89,15 @@ if [ "$left" != "0" ]; then
     echo "error: expected no connection left" >&2
     exit 1
 fi
+echo "==> org-server's metrics after the job (http://$metrics_addr/metrics):"
+python3 - "http://$metrics_addr/metrics" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+wanted = ("orgauth_members_unlinked_total", "orgauth_jobs_finished_total",
+          "orgauth_unlink_batch_duration_seconds_count", "orgauth_job_queue_depth",
+          'grpc_server_handled_total{grpc_service="orgauth.org.v1.OrgService",grpc_method="UpdateOrg"')
+for line in text.splitlines():
+    if line.startswith(wanted):
+        print("    " + line)
+PY
 echo "==> done: every member's custom SSO connection was unlinked"

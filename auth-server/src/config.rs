@@ -73,6 +73,11 @@ pub struct Config {
     /// `--max-call-time`, `--keepalive-interval`, `--keepalive-timeout`.
     #[command(flatten)]
     pub serve: ServeArgs,
+
+    /// Logs, metrics and traces: `--log-format`, `--metrics-listen`,
+    /// `--otel-endpoint`, `--otel-service-name`.
+    #[command(flatten)]
+    pub telemetry: orgauth_runtime::telemetry::TelemetryArgs,
 }
 
 #[cfg(test)]

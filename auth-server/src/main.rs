@@ -17,7 +17,13 @@ async fn main() -> ExitCode {
     // Gives the flags shared with org-server (tokens, TLS, limits) their
     // AUTH_SERVER_ environment variables.
     let config = orgauth_runtime::parse_config::<Config>("AUTH_SERVER_");
-    orgauth_runtime::init_logging();
+    let telemetry = match orgauth_runtime::telemetry::init(&config.telemetry, "auth-server") {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("auth-server: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     // Installed before anything slow, so an early SIGTERM is honoured.
     let shutdown = orgauth_runtime::shutdown_signal();
@@ -36,13 +42,20 @@ async fn main() -> ExitCode {
         }
     };
     match listener.local_addr() {
-        Ok(addr) => orgauth_runtime::announce(addr),
+        Ok(addr) => {
+            orgauth_runtime::announce(addr);
+            if let Some(metrics) = server.metrics_addr() {
+                orgauth_runtime::announce_metrics(metrics);
+            }
+        }
         Err(err) => {
             error!(error = %err, "cannot read the bound address");
             return ExitCode::FAILURE;
         }
     }
-    match server.serve(listener, shutdown).await {
+    let served = server.serve(listener, shutdown).await;
+    telemetry.shutdown().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(error = %err, "server failed");

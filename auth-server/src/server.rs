@@ -21,13 +21,13 @@ use std::sync::Arc;
 
 use orgauth_proto::auth::v1::auth_service_server::AuthServiceServer;
 use orgauth_runtime::access::Authenticator;
-use orgauth_runtime::transport::{GrpcServer, TlsError};
+use orgauth_runtime::metrics::{MetricsEndpoint, RpcMetrics};
+use orgauth_runtime::transport::{GrpcServer, ServerTls, TlsError, WebAccess};
 use orgauth_security::{TokenFileError, TokenSet};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
@@ -36,6 +36,9 @@ use crate::config::Config;
 use crate::error::{AuthError, ERROR_DOMAIN};
 use crate::grpc::AuthGrpc;
 use crate::store::{self, AuthStore};
+
+/// The one gRPC service auth-server serves (besides health and reflection).
+const SERVICE_NAME: &str = "orgauth.auth.v1.AuthService";
 
 /// Why the server could not start, or stopped other than by shutdown.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Metrics(#[from] orgauth_runtime::metrics::BindError),
 }
 
 /// An auth-server whose configuration checked out and whose storage is open
@@ -70,6 +75,10 @@ pub struct AuthServer {
     authenticator: Authenticator,
     /// tonic's server with TLS and the transport limits applied.
     server: GrpcServer,
+    /// TLS the server terminates itself (h2 only), if configured.
+    tls: Option<ServerTls>,
+    /// Per-call metrics, served at `--metrics-listen`.
+    metrics: MetricsEndpoint,
 }
 
 impl AuthServer {
@@ -82,7 +91,13 @@ impl AuthServer {
             file = %config.serve.tokens_file.display(),
             "loaded tokens"
         );
-        let server = config.serve.server(ERROR_DOMAIN)?;
+        let mut metrics = MetricsEndpoint::bind(config.telemetry.metrics_listen).await?;
+        let rpc = RpcMetrics::register(metrics.registry(), &[SERVICE_NAME]);
+        // gRPC over HTTP/2 only: no browser calls Auth.
+        let server = config
+            .serve
+            .server(ERROR_DOMAIN, rpc, &WebAccess::default());
+        let tls = config.serve.tls(false)?;
         let store = store::open(&config.database, &config.db.options()).await?;
         let app = App::open(Arc::clone(&store)).await?;
         Ok(AuthServer {
@@ -91,7 +106,14 @@ impl AuthServer {
             store,
             authenticator: Authenticator::new(tokens, ERROR_DOMAIN),
             server,
+            tls,
+            metrics,
         })
+    }
+
+    /// Where `/metrics` is served, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.local_addr()
     }
 
     /// The service's logic, for callers in the same process (benchmarks,
@@ -114,6 +136,8 @@ impl AuthServer {
             store,
             authenticator,
             mut server,
+            tls,
+            metrics,
         } = self;
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -122,10 +146,8 @@ impl AuthServer {
         // no service.
         health.set_service_status("", ServingStatus::Serving).await;
 
-        let reflection_v1 =
-            orgauth_runtime::reflection(&["orgauth.auth.v1.AuthService"]).build_v1()?;
-        let reflection_v1alpha =
-            orgauth_runtime::reflection(&["orgauth.auth.v1.AuthService"]).build_v1alpha()?;
+        let reflection_v1 = orgauth_runtime::reflection(&[SERVICE_NAME]).build_v1()?;
+        let reflection_v1alpha = orgauth_runtime::reflection(&[SERVICE_NAME]).build_v1alpha()?;
 
         let max_message = config.serve.max_message_bytes;
         let auth_service = InterceptedService::new(
@@ -138,13 +160,11 @@ impl AuthServer {
         let addr = listener
             .local_addr()
             .map_or_else(|err| format!("unknown ({err})"), |addr| addr.to_string());
-        // `Server::tcp_nodelay` applies only to listeners tonic binds itself;
-        // with our own listener the option must be set per accepted socket.
-        // Without it, a unary response can wait ~40 ms on Nagle's algorithm.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = orgauth_runtime::incoming::incoming(listener, tls);
         // Tells tonic to stop accepting; cancelled only once health says
         // NOT_SERVING.
         let stop_accepting = CancellationToken::new();
+        metrics.start(stop_accepting.clone().cancelled_owned());
         let serve = server
             .add_service(health_service)
             .add_service(reflection_v1)

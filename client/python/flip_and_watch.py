@@ -53,7 +53,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 from grpc_tools import protoc
 
-# tests/python/flip_and_watch.py -> <workspace>/proto
+# client/python/flip_and_watch.py -> <workspace>/proto
 DEFAULT_PROTO_ROOT = Path(__file__).resolve().parents[2] / "proto"
 
 # WatchJob is reconnected this many times in a row at most.
@@ -75,14 +75,18 @@ class Generated:
 
 
 def generate(proto_root: Path, out_dir: Path) -> Generated:
-    """Compiles every .proto under ``proto_root`` into ``out_dir`` and imports
+    """Compiles every orgauth .proto under ``proto_root`` into ``out_dir`` and imports
     the org and job modules.
 
     The well-known types (google/protobuf/*.proto) come from the copy bundled
     with grpc_tools, so no system protoc or include directory is needed.
     """
     well_known = importlib.resources.files("grpc_tools") / "_proto"
-    protos = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
+    # orgauth's own protos only: proto/google/ holds wire-compatible copies of
+    # Google's, which Python's googleapis-common-protos may already provide.
+    protos = sorted(
+        str(p.relative_to(proto_root)) for p in (proto_root / "orgauth").rglob("*.proto")
+    )
     if not protos:
         raise SystemExit(f"no .proto files under {proto_root}")
     args = [

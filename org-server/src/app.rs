@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::access::{listing_scope, require_admin, require_job, require_org};
-use crate::domain::job::{Job, JobFilter, MemberFailure};
+use crate::domain::job::{Job, JobFilter, JobState, MemberFailure};
 use crate::domain::org::{
     Member, NewOrg, Org, OrgUpdate, validate_member_ids, validate_new_members, validate_org_id,
 };
@@ -139,6 +139,14 @@ impl App {
             self.hub.publish(job);
         }
         if let Some(new_job) = &write.new_job {
+            // In the request's span: its trace_id ties the job to the call
+            // that enqueued it (the job's run is a trace of its own).
+            tracing::info!(
+                job_id = %new_job.id,
+                kind = ?new_job.kind,
+                superseded = write.superseded.len(),
+                "job enqueued"
+            );
             for stopping in &write.stop_requested {
                 self.running.stop(
                     *stopping,
@@ -203,12 +211,9 @@ impl App {
         self.visible_job(caller, job_id).await
     }
 
-    pub async fn list_jobs(
-        &self,
-        caller: &Caller,
-        mut filter: JobFilter,
-        page: PageRequest,
-    ) -> Result<Page<Job>> {
+    /// Checks that the caller may list jobs with `filter`, and narrows an
+    /// org token's listing of every org to its orgs.
+    fn scope_job_listing(caller: &Caller, filter: &mut JobFilter) -> Result<()> {
         match &filter.org_id {
             Some(org_id) => {
                 validate_org_id("org_id", org_id)?;
@@ -216,6 +221,30 @@ impl App {
             }
             None => filter.within = listing_scope(caller)?,
         }
+        Ok(())
+    }
+
+    /// The sequence number a job listing continues before.
+    fn jobs_before(&self, page: &PageRequest, scope: &str) -> Result<Option<i64>> {
+        self.guards
+            .pages
+            .after(page, scope)?
+            .as_deref()
+            .map(|key| {
+                key.parse::<i64>().map_err(|_| {
+                    Error::invalid("page_token", "malformed: pass next_page_token unchanged")
+                })
+            })
+            .transpose()
+    }
+
+    pub async fn list_jobs(
+        &self,
+        caller: &Caller,
+        mut filter: JobFilter,
+        page: PageRequest,
+    ) -> Result<Page<Job>> {
+        Self::scope_job_listing(caller, &mut filter)?;
         // The filters are part of the scope: a token from one listing
         // cannot continue another.
         let scope = format!(
@@ -223,21 +252,61 @@ impl App {
             filter.org_id.as_deref().unwrap_or(""),
             filter.state.map(|s| s as i64).unwrap_or(0)
         );
-        let before_seq = self
-            .guards
-            .pages
-            .after(&page, &scope)?
-            .as_deref()
-            .map(|key| {
-                key.parse::<i64>().map_err(|_| {
-                    Error::invalid("page_token", "malformed: pass next_page_token unchanged")
-                })
-            })
-            .transpose()?;
+        let before_seq = self.jobs_before(&page, &scope)?;
         let mut jobs = self
             .store
             .list_jobs(&filter, before_seq, page.size + 1)
             .await?;
+        let next_page_token = self
+            .guards
+            .pages
+            .next_token(&page, &scope, &mut jobs, |(seq, _)| seq.to_string());
+        Ok(Page {
+            items: jobs.into_iter().map(|(_, job)| job).collect(),
+            next_page_token,
+        })
+    }
+
+    /// [`App::list_jobs`], further narrowed to finished jobs (`done`) or
+    /// unfinished ones (`!done`): ListOperations' `done` filter. The store
+    /// is read once per matching state and the reads are merged newest
+    /// first, so every page holds exactly the matching jobs and its token
+    /// resumes right after the last one.
+    pub async fn list_jobs_done(
+        &self,
+        caller: &Caller,
+        mut filter: JobFilter,
+        done: Option<bool>,
+        page: PageRequest,
+    ) -> Result<Page<Job>> {
+        let Some(done) = done else {
+            return self.list_jobs(caller, filter, page).await;
+        };
+        Self::scope_job_listing(caller, &mut filter)?;
+        let scope = format!(
+            "jobs:{}:{}:done={done}",
+            filter.org_id.as_deref().unwrap_or(""),
+            filter.state.map(|s| s as i64).unwrap_or(0)
+        );
+        let before_seq = self.jobs_before(&page, &scope)?;
+        // A state that contradicts `done` matches nothing: no read at all.
+        let states = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal() == done && filter.state.is_none_or(|f| f == *s));
+        let mut jobs = Vec::new();
+        for state in states {
+            let one = JobFilter {
+                state: Some(state),
+                ..filter.clone()
+            };
+            jobs.extend(
+                self.store
+                    .list_jobs(&one, before_seq, page.size + 1)
+                    .await?,
+            );
+        }
+        jobs.sort_unstable_by(|(a, _), (b, _)| b.cmp(a));
+        jobs.truncate(page.size + 1);
         let next_page_token = self
             .guards
             .pages
@@ -293,10 +362,13 @@ impl App {
         }
     }
 
-    /// Starts watching a job. The first state yielded is the current one (or,
-    /// with `since_version`, the first newer one; a finished job whose last
-    /// version the caller already saw is sent once more so the stream ends
-    /// with its terminal state).
+    /// Starts watching a job. The first state yielded is the current one
+    /// (or, with `since_version`, the first newer one), and the watch always
+    /// ends with the job's terminal state, even one whose version the
+    /// caller already has (`<= since_version`): a finished job's last state
+    /// is sent once more, and a job that ends at or below `since_version`
+    /// still ends the watch. [`JobWatch::caller_saw_end`] tells whether the
+    /// watch would only repeat an end the caller has seen.
     pub async fn watch_job(
         &self,
         caller: &Caller,
@@ -312,18 +384,52 @@ impl App {
         let subscription = self.hub.subscribe(job_id);
         let job = self.visible_job(caller, job_id).await?;
         subscription.offer(&job);
-        let last_sent = if job.state.is_terminal() && job.version <= since_version {
-            job.version - 1
-        } else {
-            since_version
-        };
+        // The hub may hold a newer state than the read (never an older one).
+        let newest = subscription.latest();
+        let now = newest.as_deref().unwrap_or(&job);
+        let caller_saw_end = now.state.is_terminal() && now.version <= since_version;
         Ok(JobWatch {
             subscription,
-            last_sent,
+            last_sent: since_version,
             finished: false,
+            caller_saw_end,
             shutdown: self.shutdown.clone(),
             _permit: permit,
         })
+    }
+
+    /// The job once it has ended, or its latest state when `deadline`
+    /// passes first: WaitOperation. Built on a watch, so it wakes the
+    /// moment the job ends instead of polling, and it counts against the
+    /// same watch caps while it waits. When the server starts shutting
+    /// down the wait ends early with the latest state, which is a valid
+    /// answer (the job is simply not done yet). The caller takes
+    /// `deadline` when the call arrives, so the time spent opening the
+    /// watch and reading the job counts against it.
+    pub async fn wait_job(
+        &self,
+        caller: &Caller,
+        job_id: Uuid,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<Job>> {
+        let mut watch = self.watch_job(caller, job_id, 0).await?;
+        let mut latest = watch.next().await.ok_or_else(|| {
+            Error::Internal(format!(
+                "the watch of job {job_id} ended before its first state"
+            ))
+        })??;
+        let deadline = tokio::time::sleep_until(deadline);
+        tokio::pin!(deadline);
+        while !latest.state.is_terminal() {
+            tokio::select! {
+                () = &mut deadline => break,
+                next = watch.next() => match next {
+                    Some(Ok(job)) => latest = job,
+                    Some(Err(_)) | None => break,
+                },
+            }
+        }
+        Ok(latest)
     }
 }
 
@@ -331,14 +437,28 @@ impl App {
 /// terminal state. Dropping it releases everything it holds.
 pub struct JobWatch {
     subscription: Subscription,
+    /// The newest version the caller has: `since_version`, then the last
+    /// version sent.
     last_sent: i64,
     finished: bool,
+    /// See [`JobWatch::caller_saw_end`].
+    caller_saw_end: bool,
     shutdown: CancellationToken,
     /// Counts this stream against the caller's and the server's caps.
     _permit: WatchPermit,
 }
 
 impl JobWatch {
+    /// Whether the job had already ended when the watch started and the
+    /// caller's `since_version` is at or above its terminal version: all
+    /// the watch would send is that terminal state once more. WatchJob
+    /// sends it (so every stream ends with the terminal state); the SSE
+    /// route answers 204 instead, which stops an EventSource from
+    /// reconnecting forever.
+    pub fn caller_saw_end(&self) -> bool {
+        self.caller_saw_end
+    }
+
     /// The next state to send, `None` after the terminal one, or UNAVAILABLE
     /// when the server shuts down (clients resume elsewhere with
     /// `since_version`).
@@ -355,9 +475,9 @@ impl JobWatch {
                     self.last_sent
                 ))))
             }
-            job = self.subscription.next_after(self.last_sent) => {
+            job = self.subscription.next_after_or_end(self.last_sent) => {
                 let job = job?;
-                self.last_sent = job.version;
+                self.last_sent = self.last_sent.max(job.version);
                 self.finished = job.state.is_terminal();
                 Some(Ok(job))
             }

@@ -9,6 +9,7 @@ use clap::Parser;
 use orgauth_runtime::database::{DatabaseUrl, DatabaseUrlParser, DbArgs};
 use orgauth_runtime::transport::ServeArgs;
 use orgauth_security::token::Secret;
+use tonic::codegen::http::HeaderValue;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -17,8 +18,10 @@ use orgauth_security::token::Secret;
     about = "Org service: organizations, members and settings, plus the worker pool that carries setting changes to Auth."
 )]
 pub struct Config {
-    /// Address to serve gRPC on (OrgService, JobService, health, reflection).
-    /// Port 0 picks a free port; the bound address is printed on stdout as
+    /// Address to serve on: gRPC (OrgService, JobService,
+    /// google.longrunning.Operations, health, reflection), gRPC-Web and the
+    /// JSON gateway (`/v1/...`), over HTTP/2 and HTTP/1.1. Port 0 picks a
+    /// free port; the bound address is printed on stdout as
     /// `listening ADDR`.
     #[arg(long, env = "ORG_SERVER_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
@@ -170,13 +173,45 @@ pub struct Config {
     #[arg(long, env = "ORG_SERVER_MAX_WATCHES", default_value_t = 10_000)]
     pub max_watches: usize,
 
+    /// An origin (e.g. `https://ops.example.com`) whose browser pages may
+    /// call this server (gRPC-Web, the JSON gateway) with CORS; repeat, or
+    /// separate with commas. Without it only same-origin pages and
+    /// non-browser clients can.
+    #[arg(
+        long,
+        env = "ORG_SERVER_CORS_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ',',
+        value_parser = parse_origin
+    )]
+    pub cors_allowed_origin: Vec<HeaderValue>,
+
     #[command(flatten)]
     pub serve: ServeArgs,
+
+    /// Logs, metrics and traces: `--log-format`, `--metrics-listen`,
+    /// `--otel-endpoint`, `--otel-service-name`.
+    #[command(flatten)]
+    pub telemetry: orgauth_runtime::telemetry::TelemetryArgs,
 
     /// On SIGTERM/SIGINT: how long to let running batches checkpoint and
     /// connections drain before exiting anyway.
     #[arg(long, env = "ORG_SERVER_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+/// An origin as browsers send it: scheme, host and optional port, nothing
+/// else.
+fn parse_origin(value: &str) -> Result<HeaderValue, String> {
+    let (scheme, rest) = value
+        .split_once("://")
+        .ok_or_else(|| format!("{value:?} is not an origin like https://host[:port]"))?;
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains(['/', '?', '#']) {
+        return Err(format!(
+            "{value:?} is not an origin like https://host[:port] (no path)"
+        ));
+    }
+    HeaderValue::from_str(value).map_err(|_| format!("{value:?} is not a valid header value"))
 }
 
 #[cfg(test)]

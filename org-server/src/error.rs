@@ -23,6 +23,7 @@
 //! | UNAVAILABLE         | `SHUTTING_DOWN`           | retry elsewhere (watches: with since_version) |
 //! | UNAVAILABLE         | `DATABASE_BUSY`           | the database is busy or briefly away (no pooled connection, a lost connection, a failover, `--db-statement-timeout`): retry with backoff |
 //! | INTERNAL            | `INTERNAL`                | a bug or storage failure; details only in the log |
+//! | UNIMPLEMENTED       | `DELETE_NOT_SUPPORTED`    | google.longrunning DeleteOperation (grpc/operations.rs): jobs are pruned by --job-retention |
 //!
 //! UNAUTHENTICATED (`TOKEN_MISSING`, `TOKEN_MALFORMED`, `TOKEN_UNKNOWN`,
 //! `TOKEN_EXPIRED`) is answered before a request reaches org-server's code,

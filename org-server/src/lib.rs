@@ -7,6 +7,8 @@
 //! - [`server`]: wires everything together and runs until shutdown.
 //! - [`grpc`]: thin tonic adapters, and the one mapping of errors to
 //!   `tonic::Status`.
+//! - [`http`]: the JSON gateway on the same port (JSON Patch, GET,
+//!   Server-Sent Events), and the one mapping of errors to HTTP.
 //! - [`app`]: what each RPC does, in domain terms.
 //! - [`domain`]: the rules: validation, UpdateOrg's plan, the job model.
 //! - [`store`]: the storage trait and its SQLite implementation.
@@ -14,6 +16,8 @@
 //! - [`limits`]: per-org UpdateOrg rate limit and WatchJob stream caps.
 //! - [`auth_client`]: the gRPC client of Auth used by the runner.
 //! - [`error`]: the error type every layer returns.
+//! - [`metrics`]: the job and queue metrics (the per-call ones are the
+//!   runtime's).
 //!
 //! The request path (UpdateOrg) writes the org row and a job row in one
 //! transaction and returns; the worker pool claims the job under a lease,
@@ -27,8 +31,10 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod http;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
 pub mod server;
 pub mod store;
 #[cfg(test)]

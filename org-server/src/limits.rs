@@ -123,8 +123,8 @@ impl WatchLimits {
         })
     }
 
-    #[cfg(test)]
-    fn open(&self) -> usize {
+    /// Streams open now (the `orgauth_watch_streams_open` gauge).
+    pub fn open(&self) -> usize {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 }

@@ -9,7 +9,13 @@ use tracing::error;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = orgauth_runtime::parse_config("ORG_SERVER_");
-    orgauth_runtime::init_logging();
+    let telemetry = match orgauth_runtime::telemetry::init(&config.telemetry, "org-server") {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("org-server: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     // Installed before anything slow, so an early SIGTERM is honoured.
     let shutdown = orgauth_runtime::shutdown_signal();
@@ -28,13 +34,20 @@ async fn main() -> ExitCode {
         }
     };
     match listener.local_addr() {
-        Ok(addr) => orgauth_runtime::announce(addr),
+        Ok(addr) => {
+            orgauth_runtime::announce(addr);
+            if let Some(metrics) = server.metrics_addr() {
+                orgauth_runtime::announce_metrics(metrics);
+            }
+        }
         Err(err) => {
             error!(error = %err, "cannot read the bound address");
             return ExitCode::FAILURE;
         }
     }
-    match server.serve(listener, shutdown).await {
+    let served = server.serve(listener, shutdown).await;
+    telemetry.shutdown().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(error = %err, "server failed");

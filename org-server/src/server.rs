@@ -10,16 +10,17 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use orgauth_proto::google::longrunning::operations_server::OperationsServer;
 use orgauth_proto::org::v1::job_service_server::JobServiceServer;
 use orgauth_proto::org::v1::org_service_server::OrgServiceServer;
 use orgauth_runtime::access::{Authenticator, BearerToken};
 use orgauth_runtime::database::DatabaseUrl;
-use orgauth_runtime::transport::{ClientTls, GrpcServer, TlsError};
+use orgauth_runtime::metrics::{MetricsEndpoint, RpcMetrics};
+use orgauth_runtime::transport::{ClientTls, GrpcServer, ServerTls, TlsError, WebAccess};
 use orgauth_security::{TokenFileError, TokenSet};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::app::{App, Guards};
@@ -28,6 +29,7 @@ use crate::config::Config;
 use crate::domain::page::Pages;
 use crate::grpc::ERROR_DOMAIN;
 use crate::grpc::job_service::JobGrpc;
+use crate::grpc::operations::{self, OperationsGrpc};
 use crate::grpc::org_service::OrgGrpc;
 use crate::jobs::follow::ChangeFollower;
 use crate::jobs::hub::WatchHub;
@@ -35,7 +37,16 @@ use crate::jobs::runner::{Runner, RunnerConfig};
 use crate::jobs::worker::{Wakeup, WorkerConfig, WorkerPool};
 use crate::jobs::{RunningJobs, retention};
 use crate::limits::{OrgUpdateLimiter, WatchLimits};
+use crate::metrics::JobMetrics;
 use crate::store::{self, Store, job_changes};
+
+/// The gRPC services org-server serves besides health and reflection:
+/// what reflection advertises and what the call metrics label.
+const SERVICES: [&str; 3] = [
+    "orgauth.org.v1.OrgService",
+    "orgauth.org.v1.JobService",
+    "google.longrunning.Operations",
+];
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +63,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Metrics(#[from] orgauth_runtime::metrics::BindError),
 }
 
 /// A fully wired org-server whose storage is open and migrated, ready to
@@ -64,9 +77,13 @@ pub struct OrgServer {
     authenticator: Authenticator,
     /// Limits and TLS applied; built here so a bad TLS file fails `build`.
     server: GrpcServer,
+    /// TLS the server terminates itself (h2 and http/1.1), if configured.
+    tls: Option<ServerTls>,
     pool: Option<Arc<WorkerPool>>,
     /// Applies other replicas' job changes (PostgreSQL only).
     follower: Option<ChangeFollower>,
+    /// Every metric, served at `--metrics-listen`.
+    metrics: MetricsEndpoint,
     stop: CancellationToken,
 }
 
@@ -137,7 +154,17 @@ impl OrgServer {
         // Everything read from files is checked before storage is opened,
         // so a typo fails fast and before the address is announced.
         let tokens = TokenSet::load(&config.serve.tokens_file)?;
-        let server = config.serve.server(ERROR_DOMAIN)?;
+        let mut metrics = MetricsEndpoint::bind(config.telemetry.metrics_listen).await?;
+        let rpc = RpcMetrics::register(metrics.registry(), &SERVICES);
+        let job_metrics = JobMetrics::register(metrics.registry());
+        // Browsers and plain-HTTP clients use this port too (gRPC-Web, the
+        // JSON gateway), so it speaks HTTP/1.1 and offers it in TLS.
+        let web = WebAccess {
+            enabled: true,
+            cors_origins: config.cors_allowed_origin.clone(),
+        };
+        let server = config.serve.server(ERROR_DOMAIN, rpc, &web);
+        let tls = config.serve.tls(web.enabled)?;
         let auth_token = if config.workers > 0 {
             Some(auth_token(&config)?)
         } else {
@@ -165,6 +192,7 @@ impl OrgServer {
             }),
             DatabaseUrl::Sqlite(_) => None,
         };
+        let watches = WatchLimits::new(config.max_watches_per_caller, config.max_watches);
         let app = Arc::new(App::new(
             Arc::clone(&store),
             Arc::clone(&hub),
@@ -177,9 +205,12 @@ impl OrgServer {
                     config.org_updates_per_minute,
                     config.org_update_burst,
                 ),
-                watches: WatchLimits::new(config.max_watches_per_caller, config.max_watches),
+                watches: Arc::clone(&watches),
             },
         ));
+        let refresh_queue =
+            crate::metrics::register_queue(metrics.registry(), Arc::clone(&store), watches);
+        metrics.on_scrape(refresh_queue);
         let auth = match auth_token {
             Some(token) => Some(Arc::new(GrpcAuthGateway::new(AuthConnection {
                 endpoint: config.auth_endpoint.clone(),
@@ -203,6 +234,7 @@ impl OrgServer {
                         initial_backoff: config.retry_initial_backoff,
                         max_backoff: config.retry_max_backoff,
                     },
+                    metrics: job_metrics,
                 }),
                 running,
                 wakeup,
@@ -220,10 +252,17 @@ impl OrgServer {
             app,
             authenticator: Authenticator::new(tokens, ERROR_DOMAIN),
             server,
+            tls,
             pool,
             follower,
+            metrics,
             stop,
         })
+    }
+
+    /// Where `/metrics` is served, when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.local_addr()
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains within
@@ -239,10 +278,13 @@ impl OrgServer {
             app,
             authenticator,
             mut server,
+            tls,
             pool,
             follower,
+            metrics,
             stop,
         } = self;
+        metrics.start(stop.clone().cancelled_owned());
         if let Some(follower) = follower {
             tokio::spawn(follower.run());
         }
@@ -257,19 +299,14 @@ impl OrgServer {
         health.set_serving::<OrgServiceServer<OrgGrpc>>().await;
         health.set_serving::<JobServiceServer<JobGrpc>>().await;
         health
+            .set_serving::<OperationsServer<OperationsGrpc>>()
+            .await;
+        health
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
 
-        let reflection_v1 = orgauth_runtime::reflection(&[
-            "orgauth.org.v1.OrgService",
-            "orgauth.org.v1.JobService",
-        ])
-        .build_v1()?;
-        let reflection_v1alpha = orgauth_runtime::reflection(&[
-            "orgauth.org.v1.OrgService",
-            "orgauth.org.v1.JobService",
-        ])
-        .build_v1alpha()?;
+        let reflection_v1 = orgauth_runtime::reflection(&SERVICES).build_v1()?;
+        let reflection_v1alpha = orgauth_runtime::reflection(&SERVICES).build_v1alpha()?;
 
         let begin_shutdown = {
             let stop = stop.clone();
@@ -279,6 +316,9 @@ impl OrgServer {
                 health.set_not_serving::<OrgServiceServer<OrgGrpc>>().await;
                 health.set_not_serving::<JobServiceServer<JobGrpc>>().await;
                 health
+                    .set_not_serving::<OperationsServer<OperationsGrpc>>()
+                    .await;
+                health
                     .set_service_status("", tonic_health::ServingStatus::NotServing)
                     .await;
                 stop.cancel();
@@ -287,26 +327,40 @@ impl OrgServer {
 
         let local_addr = listener.local_addr().ok();
         info!(addr = ?local_addr, workers = config.workers, "org-server serving");
-        // TCP options set on `Server` are ignored with a custom incoming
-        // stream; without TCP_NODELAY small responses can wait ~40 ms on
-        // Nagle's algorithm.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = orgauth_runtime::incoming::incoming(listener, tls);
         let max_message = config.serve.max_message_bytes;
-        // Health and reflection stay open; the two services need a token.
+        // The JSON gateway (PATCH, GET, SSE) on the same port, behind the
+        // same token check; gRPC services are added to its routes below.
+        let gateway = crate::http::routes(
+            Arc::clone(&app),
+            authenticator.clone(),
+            config.serve.max_call_time,
+        );
+        // Health and reflection stay open; the other services need a token.
         let orgs = OrgServiceServer::new(OrgGrpc {
             app: Arc::clone(&app),
         })
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-        let jobs = JobServiceServer::new(JobGrpc { app })
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(max_message);
+        let jobs = JobServiceServer::new(JobGrpc {
+            app: Arc::clone(&app),
+        })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+        let lro = OperationsServer::new(OperationsGrpc {
+            app,
+            wait_cap: operations::wait_cap(config.serve.max_call_time),
+        })
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
         let serve = server
+            .add_routes(gateway)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(InterceptedService::new(orgs, authenticator.clone()))
-            .add_service(InterceptedService::new(jobs, authenticator))
+            .add_service(InterceptedService::new(jobs, authenticator.clone()))
+            .add_service(InterceptedService::new(lro, authenticator))
             .serve_with_incoming_shutdown(incoming, begin_shutdown);
         let mut serve = std::pin::pin!(serve);
 

@@ -96,6 +96,11 @@ fn help_documents_every_flag_and_its_environment_variable() {
             "ORG_SERVER_MAX_WATCHES_PER_CALLER",
         ),
         ("--max-watches", "ORG_SERVER_MAX_WATCHES"),
+        ("--log-format", "ORG_SERVER_LOG_FORMAT"),
+        ("--metrics-listen", "ORG_SERVER_METRICS_LISTEN"),
+        ("--otel-endpoint", "ORG_SERVER_OTEL_ENDPOINT"),
+        ("--otel-service-name", "ORG_SERVER_OTEL_SERVICE_NAME"),
+        ("--cors-allowed-origin", "ORG_SERVER_CORS_ALLOWED_ORIGIN"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         assert!(help.contains(env), "{env} missing from --help");
@@ -111,6 +116,11 @@ fn invalid_flags_are_refused_at_start() {
         &["--database", "mysql://x"],
         &["--tls-cert", "cert.pem"],
         &["--tls-client-ca", "ca.pem"],
+        &["--log-format", "xml"],
+        &["--metrics-listen", "not-an-address"],
+        &["--otel-endpoint", "not a url"],
+        &["--cors-allowed-origin", "ops.example.com"],
+        &["--cors-allowed-origin", "https://ops.example.com/path"],
     ] {
         let dir = tempfile::tempdir().unwrap();
         let (credentials, _) = credentials(dir.path());
@@ -124,6 +134,29 @@ fn invalid_flags_are_refused_at_start() {
         assert!(!output.status.success(), "{args:?} must be refused");
         assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
     }
+}
+
+/// A metrics port already taken fails the start, before the address is
+/// announced, naming the flag.
+#[test]
+fn a_taken_metrics_port_is_refused_before_listening() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (credentials, _) = credentials(dir.path());
+    let output = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", &port])
+        .args(&credentials)
+        .current_dir(dir.path())
+        .output()
+        .expect("run org-server");
+    assert!(!output.status.success());
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("listening"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--metrics-listen") && stderr.contains(&port),
+        "{stderr}"
+    );
 }
 
 /// Without usable credentials the server must not start at all: serving

@@ -78,7 +78,9 @@ pub fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
 }
 
 /// Adds `authorization: Bearer <secret>` to outgoing requests: what
-/// org-server uses to call auth-server as the `service` role.
+/// org-server uses to call auth-server as the `service` role. It also adds
+/// the current span's trace context (`traceparent`), so the callee's spans
+/// join the caller's trace.
 #[derive(Clone)]
 pub struct BearerToken {
     value: tonic::metadata::AsciiMetadataValue,
@@ -107,6 +109,7 @@ impl Interceptor for BearerToken {
         request
             .metadata_mut()
             .insert("authorization", self.value.clone());
+        crate::telemetry::inject_current_context(request.metadata_mut());
         Ok(request)
     }
 }

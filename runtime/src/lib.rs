@@ -1,7 +1,9 @@
 //! Process plumbing shared by org-server and auth-server, so both behave
 //! the same for operators and tests:
 //!
-//! - [`init_logging`]: logs to stderr, filtered by `RUST_LOG` (default `info`).
+//! - [`telemetry`]: logs (text or JSON) to stderr, trace context across
+//!   calls, optional OpenTelemetry export.
+//! - [`metrics`]: the Prometheus registry, `/metrics`, per-call gRPC metrics.
 //! - [`shutdown_signal`]: the first SIGTERM/SIGINT starts a graceful
 //!   shutdown; a second one exits at once.
 //! - [`announce`]: the one stdout line, `listening ADDR`, that scripts and
@@ -10,39 +12,30 @@
 //! - [`parse_config`]: flags with an environment variable each.
 //! - [`access`]: bearer-token authentication at the transport edge.
 //! - [`status`]: statuses with google.rpc error details.
-//! - [`transport`]: TLS, mutual TLS and transport limits.
+//! - [`transport`]: TLS, mutual TLS and transport limits; HTTP/1.1,
+//!   gRPC-Web and CORS where a server serves browsers.
+//! - [`incoming`]: accepting connections, with TLS terminated here.
 //! - [`schema`]: migrating at start; refusing a schema newer than the binary.
 //! - [`database`]: the `--database` URL, the pool flags, opening PostgreSQL.
 
 pub mod access;
 pub mod database;
+pub mod incoming;
+pub mod metrics;
 pub mod schema;
 pub mod status;
+pub mod telemetry;
 pub mod transport;
 
 use std::future::Future;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 /// Exit status after a second signal cut a graceful shutdown short
 /// (128 + SIGINT, as shells report an interrupted program).
 pub const FORCED_EXIT_CODE: i32 = 130;
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), in colour only
-/// on a terminal so log files and collectors get plain text; stdout is kept
-/// for the [`announce`] line.
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-}
 
 /// Completes on the first SIGINT or SIGTERM. After that, a second signal
 /// exits the process immediately with [`FORCED_EXIT_CODE`], for an operator
@@ -81,6 +74,15 @@ pub fn announce(addr: SocketAddr) {
     let mut stdout = std::io::stdout().lock();
     if let Err(err) = writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush()) {
         warn!(error = %err, "cannot announce the listening address on stdout");
+    }
+}
+
+/// Prints `metrics ADDR` on stdout, after the `listening` line, when
+/// `--metrics-listen` is set (port 0 picks the port this line reports).
+pub fn announce_metrics(addr: SocketAddr) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(err) = writeln!(stdout, "metrics {addr}").and_then(|()| stdout.flush()) {
+        warn!(error = %err, "cannot announce the metrics address on stdout");
     }
 }
 

@@ -12,6 +12,8 @@
 //! ([`Tokens`]); the stack's clients call as the admin (org-server) and
 //! service (auth-server) identities unless a test asks for another.
 
+pub mod tools;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -117,13 +119,16 @@ pub struct Server {
     pub name: &'static str,
     child: Child,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when started with `--metrics-listen`.
+    pub metrics_addr: Option<SocketAddr>,
     pub log_path: PathBuf,
     args: Vec<String>,
     envs: Vec<(String, String)>,
 }
 
 impl Server {
-    /// Starts `name` with `args` and waits for its `listening ADDR` line.
+    /// Starts `name` with `args` and waits for its `listening ADDR` line
+    /// (and, with `--metrics-listen`, the `metrics ADDR` line after it).
     pub fn spawn(
         name: &'static str,
         args: Vec<String>,
@@ -147,10 +152,13 @@ impl Server {
             .unwrap_or_else(|err| panic!("spawn {name}: {err}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let metrics_expected = args.iter().any(|a| a == "--metrics-listen");
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
+            for _ in 0..(1 + usize::from(metrics_expected)) {
+                if let Some(Ok(line)) = lines.next() {
+                    let _ = tx.send(line);
+                }
             }
             // Keep draining so the server never blocks on a full pipe.
             for _ in lines {}
@@ -169,10 +177,19 @@ impl Server {
             .strip_prefix("listening ")
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"));
+        let metrics_addr = metrics_expected.then(|| {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("{name} did not report its metrics address"));
+            line.strip_prefix("metrics ")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("{name}: unexpected second line {line:?}"))
+        });
         Server {
             name,
             child,
             addr,
+            metrics_addr,
             log_path,
             args,
             envs,
@@ -287,6 +304,10 @@ pub struct StackOptions {
     pub org_args: Vec<String>,
     /// Extra org-server environment (e.g. RUST_LOG).
     pub org_env: Vec<(String, String)>,
+    /// Extra auth-server flags.
+    pub auth_args: Vec<String>,
+    /// Extra auth-server environment.
+    pub auth_env: Vec<(String, String)>,
     /// Point org-server at this Auth endpoint instead of the stack's.
     pub auth_endpoint: Option<String>,
     /// org-server's `--database`; `None`: a SQLite file in the stack's
@@ -305,6 +326,8 @@ impl Default for StackOptions {
             parallelism: 4,
             org_args: Vec::new(),
             org_env: Vec::new(),
+            auth_args: Vec::new(),
+            auth_env: Vec::new(),
             auth_endpoint: None,
             org_database: None,
             auth_database: None,
@@ -335,19 +358,22 @@ impl Stack {
             .org_database
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("org.db").display()));
+        let mut auth_args = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--database".into(),
+            options
+                .auth_database
+                .clone()
+                .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("auth.db").display())),
+            "--tokens-file".into(),
+            tokens_file.display().to_string(),
+        ];
+        auth_args.extend(options.auth_args.iter().cloned());
         let auth = Server::spawn(
             "auth-server",
-            vec![
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--database".into(),
-                options.auth_database.clone().unwrap_or_else(|| {
-                    format!("sqlite://{}", dir.path().join("auth.db").display())
-                }),
-                "--tokens-file".into(),
-                tokens_file.display().to_string(),
-            ],
-            vec![],
+            auth_args,
+            options.auth_env.clone(),
             dir.path().join("auth.log"),
         );
         let auth_endpoint = options
@@ -419,15 +445,7 @@ impl Stack {
     pub async fn seed_linked_org(&self, org_id: &str, members: usize) -> pb::Org {
         let mut orgs = self.orgs().await;
         let created = orgs
-            .create_org(pb::CreateOrgRequest {
-                org: Some(pb::Org {
-                    id: org_id.into(),
-                    display_name: format!("Org {org_id}"),
-                    allow_custom_sso: true,
-                    ..Default::default()
-                }),
-                request_id: String::new(),
-            })
+            .create_org(new_org(org_id, &format!("Org {org_id}"), true))
             .await
             .expect("create org")
             .into_inner();
@@ -459,14 +477,63 @@ impl Stack {
                 .await
                 .expect("link sso");
         }
-        orgs.get_org(pb::GetOrgRequest {
-            org_id: org_id.into(),
+        self.get_org(org_id).await
+    }
+
+    /// Creates an org with no members (custom SSO as `allow` says) and
+    /// returns CreateOrg's answer.
+    pub async fn create_org(
+        &self,
+        org_id: &str,
+        display_name: &str,
+        allow: bool,
+    ) -> pb::CreateOrgResponse {
+        self.orgs()
+            .await
+            .create_org(new_org(org_id, display_name, allow))
+            .await
+            .expect("create org")
+            .into_inner()
+    }
+
+    /// GetOrg, as the admin.
+    pub async fn get_org(&self, org_id: &str) -> pb::Org {
+        self.orgs()
+            .await
+            .get_org(pb::GetOrgRequest {
+                org_id: org_id.into(),
+            })
+            .await
+            .expect("get org")
+            .into_inner()
+            .org
+            .expect("org")
+    }
+
+    /// CancelJob, as the admin.
+    pub async fn cancel_job(&self, job_id: &str) {
+        self.jobs()
+            .await
+            .cancel_job(pb::CancelJobRequest {
+                job_id: job_id.into(),
+            })
+            .await
+            .expect("cancel job");
+    }
+
+    /// A stack whose org-server retries Auth quickly, up to `max_attempts`
+    /// times ([`retry_flags`]), with `org_id` seeded with `members` linked
+    /// members, and then Auth killed: the org's next job retries (RUNNING)
+    /// until Auth is back or the attempts run out.
+    pub async fn with_auth_down(max_attempts: &str, org_id: &str, members: usize) -> Stack {
+        let mut stack = Stack::start_with(StackOptions {
+            org_args: retry_flags(max_attempts),
+            ..Default::default()
         })
-        .await
-        .expect("get org")
-        .into_inner()
-        .org
-        .expect("org")
+        .await;
+        stack.seed_linked_org(org_id, members).await;
+        stack.auth.kill9();
+        stack
     }
 
     /// Sets the org's `allow_custom_sso` through UpdateOrg and returns the
@@ -497,6 +564,35 @@ impl Stack {
     }
 }
 
+/// CreateOrg of an org with no members.
+pub fn new_org(org_id: &str, display_name: &str, allow: bool) -> pb::CreateOrgRequest {
+    pb::CreateOrgRequest {
+        org: Some(pb::Org {
+            id: org_id.into(),
+            display_name: display_name.into(),
+            allow_custom_sso: allow,
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    }
+}
+
+/// org-server flags for retrying Auth quickly (50 ms, backing off to
+/// 500 ms), up to `max_attempts` times.
+pub fn retry_flags(max_attempts: &str) -> Vec<String> {
+    [
+        "--retry-initial-backoff",
+        "50ms",
+        "--retry-max-backoff",
+        "500ms",
+        "--retry-max-attempts",
+        max_attempts,
+    ]
+    .iter()
+    .map(|flag| (*flag).to_owned())
+    .collect()
+}
+
 pub fn member_id(i: usize) -> String {
     format!("m{i:07}")
 }
@@ -516,16 +612,34 @@ pub fn set_allow_request(org_id: &str, allow: bool) -> pb::UpdateOrgRequest {
     }
 }
 
+/// A WatchJob stream of the states newer than `since_version`.
+pub async fn watch_from(
+    jobs: &mut JobServiceClient<Authed>,
+    job_id: &str,
+    since_version: i64,
+) -> tonic::Streaming<pb::WatchJobResponse> {
+    jobs.watch_job(pb::WatchJobRequest {
+        job_id: job_id.into(),
+        since_version,
+    })
+    .await
+    .expect("watch job")
+    .into_inner()
+}
+
 /// Every state WatchJob sends until the stream ends (bounded: 5 minutes).
 pub async fn watch_to_end(jobs: &mut JobServiceClient<Authed>, job_id: &str) -> Vec<pb::Job> {
-    let mut stream = jobs
-        .watch_job(pb::WatchJobRequest {
-            job_id: job_id.into(),
-            since_version: 0,
-        })
-        .await
-        .expect("watch job")
-        .into_inner();
+    watch_to_end_from(jobs, job_id, 0).await
+}
+
+/// Every state newer than `since_version` that WatchJob sends until the
+/// stream ends (bounded: 5 minutes).
+pub async fn watch_to_end_from(
+    jobs: &mut JobServiceClient<Authed>,
+    job_id: &str,
+    since_version: i64,
+) -> Vec<pb::Job> {
+    let mut stream = watch_from(jobs, job_id, since_version).await;
     let mut states = Vec::new();
     let collect = async {
         while let Some(message) = stream.next().await {
@@ -648,6 +762,14 @@ pub async fn get_job(jobs: &mut JobServiceClient<Authed>, job_id: &str) -> pb::J
 
 /// Every job of an org, oldest (first created) first.
 pub async fn list_org_jobs(jobs: &mut JobServiceClient<Authed>, org_id: &str) -> Vec<pb::Job> {
+    let mut all = list_jobs(jobs, org_id).await;
+    all.reverse();
+    all
+}
+
+/// Every job of an org (of every org when `org_id` is empty) as ListJobs
+/// gives them: newest first.
+pub async fn list_jobs(jobs: &mut JobServiceClient<Authed>, org_id: &str) -> Vec<pb::Job> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     for _ in 0..1000 {
@@ -663,7 +785,6 @@ pub async fn list_org_jobs(jobs: &mut JobServiceClient<Authed>, org_id: &str) ->
             .into_inner();
         all.extend(page.jobs);
         if page.next_page_token.is_empty() {
-            all.reverse();
             return all;
         }
         page_token = page.next_page_token;

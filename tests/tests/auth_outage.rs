@@ -6,23 +6,10 @@ use std::time::{Duration, Instant};
 
 use orgauth_client::UpdateOrg;
 use orgauth_e2e::{
-    Recorder, Stack, StackOptions, assert_monotonic, get_job, set_allow_request, wait_until,
+    Recorder, Stack, StackOptions, assert_monotonic, get_job, retry_flags, set_allow_request,
+    wait_until,
 };
 use orgauth_proto::org::v1 as pb;
-
-fn retry_flags(max_attempts: &str) -> Vec<String> {
-    [
-        "--retry-initial-backoff",
-        "50ms",
-        "--retry-max-backoff",
-        "500ms",
-        "--retry-max-attempts",
-        max_attempts,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
-}
 
 /// UpdateOrg for `org_id` while Auth is down: succeeds, returns a job, and
 /// is quick (it never calls Auth).
@@ -142,13 +129,7 @@ async fn auth_down_mid_job_the_job_retries_visibly_then_completes_when_auth_is_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_down_with_a_small_retry_budget_the_job_ends_failed_with_the_reason() {
-    let mut stack = Stack::start_with(StackOptions {
-        org_args: retry_flags("3"),
-        ..Default::default()
-    })
-    .await;
-    stack.seed_linked_org("acme", 50).await;
-    stack.auth.kill9();
+    let stack = Stack::with_auth_down("3", "acme", 50).await;
 
     let (job_id, took) = flip_while_auth_is_down(&stack, "acme", false).await;
     let jobs = stack.jobs().await;
@@ -179,16 +160,5 @@ async fn auth_down_with_a_small_retry_budget_the_job_ends_failed_with_the_reason
     assert_eq!(failed.processed_members, 0);
     assert!(failed.end_time.is_some());
     // The org keeps the change: the job failed, not the update.
-    let org = stack
-        .orgs()
-        .await
-        .get_org(pb::GetOrgRequest {
-            org_id: "acme".into(),
-        })
-        .await
-        .expect("get org")
-        .into_inner()
-        .org
-        .expect("org");
-    assert!(!org.allow_custom_sso);
+    assert!(!stack.get_org("acme").await.allow_custom_sso);
 }

@@ -8,11 +8,11 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use orgauth_e2e::tools::{python_with_grpc, run, text, tool, workspace_root};
 use orgauth_e2e::{Stack, member_id};
 use serde_json::{Value, json};
 
@@ -20,74 +20,6 @@ use serde_json::{Value, json};
 const GRPCURL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the Python client may take, protoc and the whole job included.
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Finds an executable in `$ORGAUTH_TOOLS_BIN`, then on PATH. When it is
-/// missing, panics on CI and otherwise says the test is skipped.
-fn tool(name: &str) -> Option<PathBuf> {
-    let tools_bin = std::env::var_os("ORGAUTH_TOOLS_BIN").map(PathBuf::from);
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = tools_bin
-        .into_iter()
-        .chain(std::env::split_paths(&path))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        missing(name, "not found in $ORGAUTH_TOOLS_BIN or PATH");
-    }
-    found
-}
-
-/// A Python that can generate and run gRPC code (grpcio and grpcio-tools).
-fn python_with_grpc() -> Option<PathBuf> {
-    let python = tool("python")?;
-    let importable = std::process::Command::new(&python)
-        .args(["-c", "import grpc, grpc_tools.protoc"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !importable {
-        missing(
-            "grpcio",
-            &format!("{} cannot import grpc and grpc_tools", python.display()),
-        );
-        return None;
-    }
-    Some(python)
-}
-
-/// Skips the test (the caller returns), or fails it on CI.
-fn missing(what: &str, why: &str) {
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{what}: {why}; on CI the cross-language tests must run: use scripts/test.sh, which installs it"
-    );
-    eprintln!("skipping: {what} not found; run scripts/test.sh");
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs a command to completion, killing it if it outlives `timeout`.
-async fn run(program: &Path, args: &[String], timeout: Duration) -> Output {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    match tokio::time::timeout(timeout, command.output()).await {
-        Ok(output) => output.unwrap_or_else(|err| panic!("run {}: {err}", program.display())),
-        Err(_) => panic!(
-            "{} {args:?} did not finish within {timeout:?}",
-            program.display()
-        ),
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Every service and RPC the .proto files declare, as
 /// `(full service name, [(rpc name, first line of its doc comment)])`.
@@ -816,7 +748,7 @@ async fn python_client_generated_from_the_protos_flips_and_watches() {
     stack.seed_linked_org("py", MEMBERS as usize).await;
     assert_eq!(stack.connections("py").await, MEMBERS);
 
-    let script = workspace_root().join("tests/python/flip_and_watch.py");
+    let script = workspace_root().join("client/python/flip_and_watch.py");
     let args = vec![
         script.display().to_string(),
         "--endpoint".to_owned(),

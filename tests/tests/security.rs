@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use orgauth_e2e::{
-    Stack, StackOptions, error_domain, error_reason, member_id, outcome, set_allow_request,
-    violated_fields,
+    Stack, StackOptions, error_domain, error_reason, member_id, new_org, outcome,
+    set_allow_request, violated_fields,
 };
 use orgauth_proto::auth::v1 as authpb;
 use orgauth_proto::auth::v1::auth_service_client::AuthServiceClient;
@@ -88,18 +88,6 @@ fn invalid<T: std::fmt::Debug>(case: &str, result: Result<T, Status>, field: &st
     );
 }
 
-fn new_org(id: &str, name: &str, allow: bool) -> pb::CreateOrgRequest {
-    pb::CreateOrgRequest {
-        org: Some(pb::Org {
-            id: id.into(),
-            display_name: name.into(),
-            allow_custom_sso: allow,
-            ..Default::default()
-        }),
-        request_id: String::new(),
-    }
-}
-
 fn members(prefix: &str, n: usize) -> Vec<pb::Member> {
     (0..n)
         .map(|i| pb::Member {
@@ -121,20 +109,6 @@ fn rename_request(org_id: &str, name: &str) -> pb::UpdateOrgRequest {
         }),
         request_id: String::new(),
     }
-}
-
-async fn get_org(stack: &Stack, org_id: &str) -> pb::Org {
-    stack
-        .orgs()
-        .await
-        .get_org(pb::GetOrgRequest {
-            org_id: org_id.into(),
-        })
-        .await
-        .expect("get org")
-        .into_inner()
-        .org
-        .expect("org")
 }
 
 async fn member_ids(stack: &Stack, org_id: &str) -> Vec<String> {
@@ -226,7 +200,7 @@ async fn snapshot(stack: &Stack, orgs: &[&str]) -> Snapshot {
         auth: Vec::new(),
     };
     for org_id in orgs {
-        snapshot.orgs.push(get_org(stack, org_id).await);
+        snapshot.orgs.push(stack.get_org(org_id).await);
         snapshot.members.push(member_ids(stack, org_id).await);
         snapshot.auth.push(auth_state(stack, org_id).await);
     }
@@ -692,7 +666,7 @@ async fn each_role_may_do_exactly_its_part_on_org_server() {
                 (false, true) => "own",
                 (false, false) => "other",
             };
-            let before = get_org(&stack, org_id).await;
+            let before = stack.get_org(org_id).await;
 
             let got = orgs
                 .get_org(pb::GetOrgRequest {
@@ -854,7 +828,7 @@ async fn each_role_may_do_exactly_its_part_on_org_server() {
             if !own_org && !admin {
                 // Nothing about the other org changed.
                 assert_eq!(
-                    get_org(&stack, org_id).await,
+                    stack.get_org(org_id).await,
                     before,
                     "{who}'s refused calls changed org {org_id}"
                 );
@@ -954,17 +928,14 @@ async fn each_role_may_do_exactly_its_part_on_org_server() {
             .all(|id| !id.starts_with("by-globex") && !id.starts_with("by-service")),
         "only acme's own callers added members to acme"
     );
+    assert_eq!(stack.get_org("acme").await.display_name, "Renamed by acme");
     assert_eq!(
-        get_org(&stack, "acme").await.display_name,
-        "Renamed by acme"
-    );
-    assert_eq!(
-        get_org(&stack, "globex").await.display_name,
+        stack.get_org("globex").await.display_name,
         "Renamed by admin",
         "the admin renamed globex last; acme could not"
     );
     assert_eq!(
-        get_org(&stack, "initech").await.display_name,
+        stack.get_org("initech").await.display_name,
         "Renamed by admin"
     );
     for refused_id in ["acme-eu", "new-by-service", "new-by-globex"] {

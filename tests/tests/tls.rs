@@ -598,3 +598,89 @@ async fn org_server_unlinks_a_whole_org_through_mutual_tls_to_auth() {
         "Auth never heard of globex: {policy:?}"
     );
 }
+
+/// curl's answer: the HTTP version it spoke and the status, or its exit
+/// code when the connection failed.
+async fn curl_over(
+    setup: &Setup,
+    version: &str,
+    url: &str,
+    headers: &[&str],
+) -> Result<(String, u16, String), i32> {
+    let curl = orgauth_e2e::tools::tool("curl").expect("curl (CI installs it)");
+    let mut args: Vec<String> = vec![
+        "--silent".into(),
+        "--show-error".into(),
+        "--max-time".into(),
+        "10".into(),
+        version.into(),
+        "--cacert".into(),
+        setup.cert("ca.pem"),
+        "--write-out".into(),
+        "\n%{http_version} %{http_code}".into(),
+    ];
+    for header in headers {
+        args.extend(["--header".into(), (*header).into()]);
+    }
+    args.push(url.into());
+    let output = orgauth_e2e::tools::run(&curl, &args, Duration::from_secs(30)).await;
+    if !output.status.success() {
+        return Err(output.status.code().unwrap_or(-1));
+    }
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, trailer) = text.rsplit_once('\n').expect("curl's write-out line");
+    let (version, code) = trailer.split_once(' ').expect("version and code");
+    Ok((
+        version.to_owned(),
+        code.parse().expect("status code"),
+        body.to_owned(),
+    ))
+}
+
+/// org-server's port serves browsers and plain-HTTP clients too, so over
+/// TLS it offers HTTP/1.1 beside HTTP/2 (tonic's own TLS offers only h2,
+/// which Python's `requests` or Node's `fetch` cannot speak). auth-server,
+/// which no browser calls, stays HTTP/2 only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_gateway_speaks_http1_and_h2_over_tls_and_auth_only_h2() {
+    if orgauth_e2e::tools::tool("curl").is_none() {
+        return;
+    }
+    let setup = Setup::new();
+    let mut extra = vec!["--workers".to_owned(), "0".to_owned()];
+    extra.extend(setup.serve_tls(false));
+    let org = setup.org_server("org", extra);
+    let auth = setup.auth_server("auth", false);
+    let bearer = format!("authorization: Bearer {}", setup.tokens.admin);
+    let job = format!(
+        "https://127.0.0.1:{}/v1/jobs/{}",
+        org.addr.port(),
+        uuid::Uuid::now_v7()
+    );
+    for (flag, spoken) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let (version, code, body) = curl_over(&setup, flag, &job, &[&bearer])
+            .await
+            .unwrap_or_else(|code| panic!("curl {flag} over TLS failed with exit {code}"));
+        println!("org-server over TLS, curl {flag}: HTTP/{version} {code} {body}");
+        assert_eq!(version, spoken);
+        assert_eq!(code, 404, "an unknown job, answered by the gateway: {body}");
+        assert!(body.contains("NOT_FOUND"), "{body}");
+    }
+    let (_, code, _) = curl_over(&setup, "--http1.1", &job, &[])
+        .await
+        .expect("curl without a token");
+    assert_eq!(code, 401, "the gateway needs a token over TLS too");
+
+    let refused = curl_over(
+        &setup,
+        "--http1.1",
+        &format!("https://127.0.0.1:{}/", auth.addr.port()),
+        &[],
+    )
+    .await;
+    println!("auth-server over TLS, curl --http1.1: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "auth-server offers only h2: an HTTP/1.1-only client cannot connect ({refused:?})"
+    );
+}

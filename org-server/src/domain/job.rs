@@ -50,6 +50,14 @@ pub enum JobState {
 }
 
 impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
     pub fn from_i64(value: i64) -> Option<Self> {
         match value {
             1 => Some(JobState::Queued),

@@ -1,6 +1,8 @@
 //! Conversions between protobuf messages and domain values.
 
+use orgauth_proto::google::{longrunning as lro, rpc};
 use orgauth_proto::org::v1 as pb;
+use prost::Message;
 use prost_types::Timestamp;
 
 use crate::domain::Micros;
@@ -92,6 +94,50 @@ pub fn job(job: &Job) -> pb::Job {
     }
 }
 
+/// `Any.type_url` of an `orgauth.org.v1.Job`, in the form every protobuf
+/// runtime resolves (`type.googleapis.com/` + the full message name).
+pub const JOB_TYPE_URL: &str = "type.googleapis.com/orgauth.org.v1.Job";
+
+/// What an operation's name starts with: `operations/{job_id}`.
+pub const OPERATION_PREFIX: &str = "operations/";
+
+/// A job as a `google.longrunning.Operation`: the job in `metadata` at
+/// every state, and once it has ended, the job again as the `response` of
+/// a success or a `google.rpc.Status` whose code says how it ended.
+pub fn operation(job: &Job) -> lro::Operation {
+    let any = prost_types::Any {
+        type_url: JOB_TYPE_URL.to_owned(),
+        value: self::job(job).encode_to_vec(),
+    };
+    let error = |code: tonic::Code, fallback: &str| {
+        let message = if job.last_error.is_empty() {
+            fallback.to_owned()
+        } else {
+            job.last_error.clone()
+        };
+        lro::operation::Result::Error(rpc::Status {
+            code: code as i32,
+            message,
+            details: Vec::new(),
+        })
+    };
+    let result = match job.state {
+        JobState::Queued | JobState::Running => None,
+        JobState::Succeeded => Some(lro::operation::Result::Response(any.clone())),
+        // ABORTED rather than INTERNAL or UNKNOWN: the job gave up after
+        // its retry budget (Auth kept failing), and a newer change of the
+        // setting may well succeed.
+        JobState::Failed => Some(error(tonic::Code::Aborted, "the job failed")),
+        JobState::Cancelled => Some(error(tonic::Code::Cancelled, "the job was cancelled")),
+    };
+    lro::Operation {
+        name: format!("{OPERATION_PREFIX}{}", job.id),
+        metadata: Some(any),
+        done: job.state.is_terminal(),
+        result,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +146,62 @@ mod tests {
     fn timestamps_keep_microseconds() {
         let ts = timestamp(1_700_000_000_123_456);
         assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_456_000));
+    }
+
+    #[test]
+    fn jobs_as_operations() {
+        let id = uuid::Uuid::now_v7();
+        let mut job = Job::queued(id, "acme".into(), JobKind::DisableCustomSso, 1_000);
+        let unpack = |any: &prost_types::Any| {
+            assert_eq!(any.type_url, JOB_TYPE_URL);
+            pb::Job::decode(any.value.as_slice()).unwrap()
+        };
+
+        let op = operation(&job);
+        assert_eq!(op.name, format!("operations/{id}"));
+        assert!(!op.done);
+        assert_eq!(op.result, None);
+        assert_eq!(unpack(op.metadata.as_ref().unwrap()), self::job(&job));
+
+        job.state = JobState::Succeeded;
+        let op = operation(&job);
+        assert!(op.done);
+        match op.result {
+            Some(lro::operation::Result::Response(any)) => {
+                assert_eq!(unpack(&any), self::job(&job));
+            }
+            other => panic!("{other:?}"),
+        }
+
+        for (state, code, last_error, message) in [
+            (
+                JobState::Failed,
+                tonic::Code::Aborted,
+                "Auth: unavailable",
+                "Auth: unavailable",
+            ),
+            (JobState::Failed, tonic::Code::Aborted, "", "the job failed"),
+            (
+                JobState::Cancelled,
+                tonic::Code::Cancelled,
+                "superseded by job x",
+                "superseded by job x",
+            ),
+        ] {
+            job.state = state;
+            last_error.clone_into(&mut job.last_error);
+            let op = operation(&job);
+            assert!(op.done);
+            assert_eq!(
+                op.result,
+                Some(lro::operation::Result::Error(rpc::Status {
+                    code: code as i32,
+                    message: message.into(),
+                    details: vec![],
+                }))
+            );
+            assert_eq!(unpack(op.metadata.as_ref().unwrap()), self::job(&job));
+        }
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //!
 //! - [`convert`]: protobuf <-> domain values.
 //! - [`org_service`], [`job_service`]: the two services org-server serves.
+//! - [`operations`]: `google.longrunning.Operations` over the same jobs.
 //! - the one mapping of [`crate::error::Error`] to `tonic::Status` (below).
 
 pub mod convert;
 pub mod job_service;
+pub mod operations;
 pub mod org_service;
 
 use orgauth_runtime::status::Problem;

@@ -134,6 +134,21 @@ impl Subscription {
         result.ok().and_then(|slot| slot.clone())
     }
 
+    /// Waits until a state newer than `after_version`, or a terminal state
+    /// of any version, exists and returns it: what a watch sends next. A
+    /// terminal state is final (a job is never written after it), so a
+    /// watch that asked to skip past it still ends with it.
+    pub async fn next_after_or_end(&mut self, after_version: i64) -> Option<Arc<Job>> {
+        let receiver = self.receiver.as_mut()?;
+        let result = receiver
+            .wait_for(|slot| {
+                slot.as_ref()
+                    .is_some_and(|job| job.version > after_version || job.state.is_terminal())
+            })
+            .await;
+        result.ok().and_then(|slot| slot.clone())
+    }
+
     /// The newest state known, if any.
     pub fn latest(&self) -> Option<Arc<Job>> {
         self.receiver.as_ref().and_then(|r| r.borrow().clone())
@@ -194,6 +209,26 @@ mod tests {
         assert_eq!(sub.next_after(0).await.unwrap().version, 5);
         hub.publish(&job(id, 6));
         assert_eq!(sub.next_after(5).await.unwrap().version, 6);
+    }
+
+    #[tokio::test]
+    async fn a_terminal_state_is_delivered_whatever_version_was_asked_for() {
+        let hub = WatchHub::new();
+        let id = Uuid::now_v7();
+        let mut sub = hub.subscribe(id);
+        hub.publish(&job(id, 3));
+        let pending = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            sub.next_after_or_end(1_000_000),
+        )
+        .await;
+        assert!(pending.is_err(), "a running job's older state is skipped");
+        let mut ended = job(id, 4);
+        ended.state = JobState::Failed;
+        hub.publish(&ended);
+        let last = sub.next_after_or_end(1_000_000).await.unwrap();
+        assert_eq!((last.version, last.state), (4, JobState::Failed));
+        assert_eq!(sub.next_after_or_end(2).await.unwrap().version, 4);
     }
 
     #[tokio::test]

@@ -20,13 +20,14 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use super::StopSignal;
 use super::auth::{AuthCallError, AuthGateway};
 use super::hub::WatchHub;
 use crate::domain::job::{Checkpoint, JobKind, UnlinkOutcome};
 use crate::error::Error;
+use crate::metrics::JobMetrics;
 use crate::store::{ClaimedJob, Progress, Store};
 
 /// How a job is run; every field is an operator flag.
@@ -74,6 +75,7 @@ pub struct Runner {
     pub auth: Arc<dyn AuthGateway>,
     pub hub: Arc<WatchHub>,
     pub config: RunnerConfig,
+    pub metrics: JobMetrics,
 }
 
 impl Runner {
@@ -86,7 +88,7 @@ impl Runner {
         let job = &claimed.job;
         let allow = job.kind.allow_custom_sso();
         let set_policy = self
-            .with_retries(claimed, stop, || {
+            .with_retries(claimed, stop, "SetOrgSsoPolicy", || {
                 self.auth.set_sso_policy(&job.org_id, allow)
             })
             .await?;
@@ -138,9 +140,14 @@ impl Runner {
                     .await?;
                 // A short page is the last one: skip the empty read after it.
                 exhausted = ids.len() < batch_size;
-                let Some(last) = ids.last() else { break };
+                let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+                    break;
+                };
+                // The batch's calls to Auth (and their trace context) run
+                // in this span, a child of the job's.
+                let span = info_span!("batch", first = %first, members = ids.len());
                 after = Some(last.clone());
-                in_flight.push_back(self.unlink_batch(claimed, stop, ids));
+                in_flight.push_back(self.unlink_batch(claimed, stop, ids).instrument(span));
             }
             if saving.is_none()
                 && let Some(checkpoint) = Checkpoint::from_results(std::mem::take(&mut finished))
@@ -198,7 +205,12 @@ impl Runner {
     ) -> Result<(Vec<String>, Option<Vec<UnlinkOutcome>>), RunError> {
         let org_id = claimed.job.org_id.as_str();
         let outcomes = self
-            .with_retries(claimed, stop, || self.auth.batch_unlink(org_id, &ids))
+            .with_retries(claimed, stop, "BatchUnlinkSso", || async {
+                let started = std::time::Instant::now();
+                let result = self.auth.batch_unlink(org_id, &ids).await;
+                self.metrics.batch_call(started.elapsed());
+                result
+            })
             .await?;
         if let Some(outcomes) = &outcomes
             && outcomes.len() != ids.len()
@@ -213,15 +225,20 @@ impl Runner {
                 transient: false,
             }));
         }
+        if let Some(outcomes) = &outcomes {
+            self.metrics.batch_outcomes(outcomes);
+        }
         Ok((ids, outcomes))
     }
 
-    /// Calls Auth, retrying transient errors with backoff. `Ok(None)` means
-    /// the stop signal fired while waiting to retry.
+    /// Calls Auth (`call_name`: the RPC, for metrics), retrying transient
+    /// errors with backoff. `Ok(None)` means the stop signal fired while
+    /// waiting to retry.
     async fn with_retries<T, F, Fut>(
         &self,
         claimed: &ClaimedJob,
         stop: &StopSignal,
+        call_name: &'static str,
         mut call: F,
     ) -> Result<Option<T>, RunError>
     where
@@ -248,7 +265,8 @@ impl Runner {
                     last: err,
                 });
             };
-            warn!(job_id = %claimed.job.id, attempts, ?delay, error = %err, "auth call failed; retrying");
+            warn!(job_id = %claimed.job.id, call = call_name, attempts, ?delay, error = %err, "auth call failed; retrying");
+            self.metrics.auth_retry(call_name);
             let job = self
                 .store
                 .record_retry(&claimed.lease, &err.to_string())

@@ -70,6 +70,7 @@ fn runner(store: &Arc<dyn Store>, auth: &Arc<FakeAuth>, config: RunnerConfig) ->
         auth: Arc::clone(auth) as Arc<dyn super::auth::AuthGateway>,
         hub: WatchHub::new(),
         config,
+        metrics: crate::metrics::JobMetrics::default(),
     }
 }
 

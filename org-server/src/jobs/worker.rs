@@ -74,8 +74,17 @@ impl WorkerPool {
                 Ok(Some(claimed)) => {
                     let pool = Arc::clone(&self);
                     let shutdown = shutdown.clone();
-                    let span =
-                        info_span!("job", job_id = %claimed.job.id, org_id = %claimed.job.org_id);
+                    // The root of the job's trace: its batches and their
+                    // calls to Auth are children, so Auth's logs carry the
+                    // same trace_id.
+                    let span = info_span!(
+                        "job",
+                        job_id = %claimed.job.id,
+                        org_id = %claimed.job.org_id,
+                        attempt = claimed.job.attempt,
+                        trace_id = tracing::field::Empty,
+                    );
+                    orgauth_runtime::telemetry::record_trace_id(&span);
                     tasks.spawn(
                         async move {
                             pool.run_claimed(claimed, shutdown).await;
@@ -110,6 +119,7 @@ impl WorkerPool {
     async fn run_claimed(&self, claimed: ClaimedJob, shutdown: CancellationToken) {
         let job_id = claimed.job.id;
         info!(kind = ?claimed.job.kind, attempt = claimed.job.attempt, "job claimed");
+        self.runner.metrics.job_claimed();
         self.runner.hub.publish(&claimed.job);
         let stop = self.running.register(job_id);
         if let Some(reason) = &claimed.cancel_reason {
@@ -129,6 +139,7 @@ impl WorkerPool {
             self.runner.run(&claimed, &stop).await
         };
         heartbeat.abort();
+        self.runner.metrics.run_over();
         self.running.unregister(job_id);
         self.settle(&claimed, result, &stop).await;
         // The next job of this org (if any) may be runnable now.
@@ -189,6 +200,7 @@ impl WorkerPool {
         };
         match finished {
             Ok(job) => {
+                self.runner.metrics.job_finished(job.state);
                 info!(
                     state = job.state.name(),
                     processed = job.processed_members,

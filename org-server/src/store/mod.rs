@@ -176,6 +176,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_job(&self, job_id: Uuid) -> Result<Option<Job>>;
 
+    /// How many jobs are in each state (states without jobs may be left
+    /// out), and when the oldest queued job was created: the queue metrics.
+    async fn job_counts(&self) -> Result<crate::metrics::JobCounts>;
+
     /// Jobs newest first, each with its sequence number (the page key),
     /// strictly older than `before_seq`.
     async fn list_jobs(

@@ -128,6 +128,7 @@ use crate::domain::job::{Checkpoint, Job, JobFilter, JobState, MemberFailure};
 use crate::domain::org::{Member, NewOrg, Org, OrgUpdate};
 use crate::domain::{Micros, now_micros};
 use crate::error::{Error, Result};
+use crate::metrics::JobCounts;
 
 /// The schema, embedded at build time. Version numbers match the SQLite
 /// backend's migrations one for one.
@@ -426,6 +427,19 @@ impl Store for PgStore {
         .fetch_optional(&self.pool)
         .await?;
         row.map(JobRow::into_job).transpose()
+    }
+
+    async fn job_counts(&self) -> Result<JobCounts> {
+        // Both read an index (jobs_by_state; the QUEUED rows of jobs_active).
+        let by_state: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT state::BIGINT, COUNT(*) FROM jobs GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        let oldest_queued: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(create_time) FROM jobs WHERE state = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(JobCounts::from_rows(by_state, oldest_queued))
     }
 
     async fn list_jobs(

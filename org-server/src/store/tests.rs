@@ -69,6 +69,7 @@ backend_tests!(
     an_expired_lease_is_taken_over_and_the_old_one_is_fenced,
     a_released_lease_is_claimable_at_once_and_resumes_at_its_cursor,
     pruning_removes_ended_jobs_in_chunks_with_their_failures_and_old_keys,
+    job_counts_follow_the_queue,
 );
 
 fn update(org_id: &str, request_id: Option<&str>) -> OrgUpdate {
@@ -1200,4 +1201,39 @@ async fn pruning_removes_ended_jobs_in_chunks_with_their_failures_and_old_keys(f
         store.prune_finished_jobs(now_micros() + 1).await.unwrap(),
         0
     );
+}
+
+async fn job_counts_follow_the_queue(fixture: Fixture) {
+    let store = fixture.store().await;
+    let empty = store.job_counts().await.unwrap();
+    assert!(empty.by_state.iter().all(|(_, n)| *n == 0), "{empty:?}");
+    assert_eq!(empty.oldest_queued, None);
+    for org in ["a", "b"] {
+        store
+            .create_org(&new_org(Some(org), false, None))
+            .await
+            .unwrap();
+    }
+    let first = set_allow(&*store, "a", true).await.new_job.unwrap();
+    set_allow(&*store, "b", true).await;
+    let count = |counts: &crate::metrics::JobCounts, state: JobState| {
+        counts
+            .by_state
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    let queued = store.job_counts().await.unwrap();
+    assert_eq!(count(&queued, JobState::Queued), 2);
+    assert_eq!(queued.oldest_queued, Some(first.create_time));
+
+    let claimed = store.claim_job("w", LEASE).await.unwrap().unwrap();
+    store
+        .finish_job(&claimed.lease, JobState::Succeeded, "")
+        .await
+        .unwrap();
+    let after = store.job_counts().await.unwrap();
+    assert_eq!(count(&after, JobState::Queued), 1);
+    assert_eq!(count(&after, JobState::Succeeded), 1);
+    assert!(after.oldest_queued > Some(first.create_time));
 }
