@@ -7,7 +7,7 @@
 //! never from the request path itself, so a client sending made-up paths
 //! cannot grow the label set: they are counted as `unknown`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -37,18 +37,25 @@ pub fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels borrow names made once at start ([`known_methods`]), so a call
+/// costs no allocation for them, and an open stream holds two pointers.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabels {
-    grpc_service: String,
-    grpc_method: String,
+    grpc_service: &'static str,
+    grpc_method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HandledLabels {
-    grpc_service: String,
-    grpc_method: String,
+    grpc_service: &'static str,
+    grpc_method: &'static str,
     grpc_code: &'static str,
 }
+
+const UNKNOWN: MethodLabels = MethodLabels {
+    grpc_service: "unknown",
+    grpc_method: "unknown",
+};
 
 /// Per-call counters and latency of a gRPC server.
 #[derive(Clone)]
@@ -57,7 +64,7 @@ pub struct RpcMetrics {
     handled: Family<HandledLabels, Counter>,
     seconds: Family<MethodLabels, Histogram, fn() -> Histogram>,
     /// `/package.Service/Method` paths worth a label of their own.
-    known: Arc<HashSet<String>>,
+    known: Arc<HashMap<String, MethodLabels>>,
 }
 
 impl RpcMetrics {
@@ -91,34 +98,34 @@ impl RpcMetrics {
 
     /// Whether `path` is one of the server's methods (not made up).
     pub fn is_known(&self, path: &str) -> bool {
-        self.known.contains(path)
+        self.known.contains_key(path)
     }
 
     fn labels(&self, path: &str) -> MethodLabels {
-        match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
-            Some((service, method)) if self.known.contains(path) => MethodLabels {
-                grpc_service: service.to_owned(),
-                grpc_method: method.to_owned(),
-            },
-            _ => MethodLabels {
-                grpc_service: "unknown".to_owned(),
-                grpc_method: "unknown".to_owned(),
-            },
-        }
+        self.known.get(path).copied().unwrap_or(UNKNOWN)
     }
 }
 
-/// The paths of every method of `services`, health and reflection.
-fn known_methods(services: &[&str]) -> HashSet<String> {
+/// The methods of `services`, health and reflection, by path, with their
+/// labels. The names are leaked once at start: a fixed set of a few dozen
+/// strings that lives as long as the process, so label values are
+/// `&'static str` and cost nothing per call.
+fn known_methods(services: &[&str]) -> HashMap<String, MethodLabels> {
     use prost::Message;
-    let mut known: HashSet<String> = [
-        "/grpc.health.v1.Health/Check",
-        "/grpc.health.v1.Health/Watch",
-        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    let mut paths: Vec<(String, String)> = [
+        ("grpc.health.v1.Health", "Check"),
+        ("grpc.health.v1.Health", "Watch"),
+        (
+            "grpc.reflection.v1.ServerReflection",
+            "ServerReflectionInfo",
+        ),
+        (
+            "grpc.reflection.v1alpha.ServerReflection",
+            "ServerReflectionInfo",
+        ),
     ]
     .into_iter()
-    .map(str::to_owned)
+    .map(|(service, method)| (service.to_owned(), method.to_owned()))
     .collect();
     // The descriptor set is compiled into the binary; a decoding failure
     // would be a build defect, and only costs the labels.
@@ -131,12 +138,22 @@ fn known_methods(services: &[&str]) -> HashSet<String> {
             let full = format!("{package}.{}", service.name());
             if services.contains(&full.as_str()) {
                 for method in &service.method {
-                    known.insert(format!("/{full}/{}", method.name()));
+                    paths.push((full.clone(), method.name().to_owned()));
                 }
             }
         }
     }
-    known
+    paths
+        .into_iter()
+        .map(|(service, method)| {
+            let path = format!("/{service}/{method}");
+            let labels = MethodLabels {
+                grpc_service: Box::leak(service.into_boxed_str()),
+                grpc_method: Box::leak(method.into_boxed_str()),
+            };
+            (path, labels)
+        })
+        .collect()
 }
 
 /// The gRPC status name of a numeric `grpc-status` value.
@@ -189,8 +206,8 @@ impl CallRecord {
         self.metrics
             .handled
             .get_or_create(&HandledLabels {
-                grpc_service: self.labels.grpc_service.clone(),
-                grpc_method: self.labels.grpc_method.clone(),
+                grpc_service: self.labels.grpc_service,
+                grpc_method: self.labels.grpc_method,
                 grpc_code: code,
             })
             .inc();
