@@ -71,18 +71,19 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 /// Prints `listening ADDR` on stdout. A closed stdout is no reason not to
 /// serve, so a failure is only logged.
 pub fn announce(addr: SocketAddr) {
-    let mut stdout = std::io::stdout().lock();
-    if let Err(err) = writeln!(stdout, "listening {addr}").and_then(|()| stdout.flush()) {
-        warn!(error = %err, "cannot announce the listening address on stdout");
-    }
+    announce_line("listening", addr);
 }
 
 /// Prints `metrics ADDR` on stdout, after the `listening` line, when
 /// `--metrics-listen` is set (port 0 picks the port this line reports).
 pub fn announce_metrics(addr: SocketAddr) {
+    announce_line("metrics", addr);
+}
+
+fn announce_line(what: &str, addr: SocketAddr) {
     let mut stdout = std::io::stdout().lock();
-    if let Err(err) = writeln!(stdout, "metrics {addr}").and_then(|()| stdout.flush()) {
-        warn!(error = %err, "cannot announce the metrics address on stdout");
+    if let Err(err) = writeln!(stdout, "{what} {addr}").and_then(|()| stdout.flush()) {
+        warn!(error = %err, what, "cannot announce an address on stdout");
     }
 }
 

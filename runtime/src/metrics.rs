@@ -158,29 +158,12 @@ fn known_methods(services: &[&str]) -> HashMap<String, MethodLabels> {
 
 /// The gRPC status name of a numeric `grpc-status` value.
 fn code_name(value: &[u8]) -> &'static str {
-    let code = std::str::from_utf8(value)
+    std::str::from_utf8(value)
         .ok()
         .and_then(|v| v.trim().parse::<i32>().ok())
-        .map(tonic::Code::from_i32);
-    match code {
-        Some(tonic::Code::Ok) => "OK",
-        Some(tonic::Code::Cancelled) => "CANCELLED",
-        Some(tonic::Code::Unknown) | None => "UNKNOWN",
-        Some(tonic::Code::InvalidArgument) => "INVALID_ARGUMENT",
-        Some(tonic::Code::DeadlineExceeded) => "DEADLINE_EXCEEDED",
-        Some(tonic::Code::NotFound) => "NOT_FOUND",
-        Some(tonic::Code::AlreadyExists) => "ALREADY_EXISTS",
-        Some(tonic::Code::PermissionDenied) => "PERMISSION_DENIED",
-        Some(tonic::Code::ResourceExhausted) => "RESOURCE_EXHAUSTED",
-        Some(tonic::Code::FailedPrecondition) => "FAILED_PRECONDITION",
-        Some(tonic::Code::Aborted) => "ABORTED",
-        Some(tonic::Code::OutOfRange) => "OUT_OF_RANGE",
-        Some(tonic::Code::Unimplemented) => "UNIMPLEMENTED",
-        Some(tonic::Code::Internal) => "INTERNAL",
-        Some(tonic::Code::Unavailable) => "UNAVAILABLE",
-        Some(tonic::Code::DataLoss) => "DATA_LOSS",
-        Some(tonic::Code::Unauthenticated) => "UNAUTHENTICATED",
-    }
+        .map_or("UNKNOWN", |code| {
+            orgauth_proto::code_name(tonic::Code::from_i32(code))
+        })
 }
 
 /// One call being measured: recorded exactly once, when its status is
@@ -379,7 +362,7 @@ pub type ScrapeHook = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 pub const SCRAPE_HOOK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The Prometheus text exposition of `registry`, after the hooks ran.
-pub async fn render(registry: &Registry, hooks: &[ScrapeHook]) -> String {
+async fn render(registry: &Registry, hooks: &[ScrapeHook]) -> String {
     let refresh = futures::future::join_all(hooks.iter().map(|hook| hook()));
     if tokio::time::timeout(SCRAPE_HOOK_TIMEOUT, refresh)
         .await
@@ -396,7 +379,7 @@ pub async fn render(registry: &Registry, hooks: &[ScrapeHook]) -> String {
 
 /// The content type of [`render`]'s output (OpenMetrics text, which
 /// Prometheus negotiates and parses).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// `--metrics-listen` could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -457,12 +440,12 @@ impl MetricsEndpoint {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
-pub fn serve(
+fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     hooks: Vec<ScrapeHook>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
+) {
     use axum::routing::get;
     let hooks = Arc::new(hooks);
     let app = axum::Router::new().route(
@@ -485,7 +468,7 @@ pub fn serve(
         {
             warn!(error = %err, "metrics endpoint failed");
         }
-    })
+    });
 }
 
 #[cfg(test)]

@@ -203,16 +203,17 @@ impl Injector for MetadataWriter<'_> {
 /// HTTP (whose handlers name the route), never a made-up path.
 pub fn request_span(request: &http::Request<()>, methods: &RpcMetrics) -> Span {
     let path = request.uri().path();
-    let name = if methods.is_known(path) {
-        path.to_owned()
+    // Borrowed on the gRPC path: no allocation per call for the name.
+    let name: std::borrow::Cow<'_, str> = if methods.is_known(path) {
+        path.into()
     } else if request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
     {
-        "unknown gRPC method".to_owned()
+        "unknown gRPC method".into()
     } else {
-        format!("HTTP {}", request.method())
+        format!("HTTP {}", request.method()).into()
     };
     let span = tracing::info_span!(
         "request",

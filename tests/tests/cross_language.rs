@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use orgauth_e2e::tools::{python_with_grpc, run, text, tool, workspace_root};
+use orgauth_e2e::tools::{python_with_grpc, run, run_python_script, text, tool, workspace_root};
 use orgauth_e2e::{Stack, member_id};
 use serde_json::{Value, json};
 
@@ -748,25 +748,24 @@ async fn python_client_generated_from_the_protos_flips_and_watches() {
     stack.seed_linked_org("py", MEMBERS as usize).await;
     assert_eq!(stack.connections("py").await, MEMBERS);
 
-    let script = workspace_root().join("client/python/flip_and_watch.py");
-    let args = vec![
-        script.display().to_string(),
-        "--endpoint".to_owned(),
-        stack.org.addr.to_string(),
-        "--org".to_owned(),
-        "py".to_owned(),
-        "--token".to_owned(),
-        stack.tokens.admin.clone(),
-        "--timeout".to_owned(),
-        (PYTHON_TIMEOUT.as_secs() - 10).to_string(),
-    ];
-    let output = run(&python, &args, PYTHON_TIMEOUT).await;
-    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
-    assert!(
-        output.status.success(),
-        "flip_and_watch.py failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        output.status
-    );
+    let timeout = (PYTHON_TIMEOUT.as_secs() - 10).to_string();
+    let endpoint = stack.org.addr.to_string();
+    let (stdout, stderr) = run_python_script(
+        &python,
+        "client/python/flip_and_watch.py",
+        &[
+            "--endpoint",
+            &endpoint,
+            "--org",
+            "py",
+            "--token",
+            &stack.tokens.admin,
+            "--timeout",
+            &timeout,
+        ],
+        PYTHON_TIMEOUT,
+    )
+    .await;
 
     let states: Vec<PyState> = stdout
         .lines()

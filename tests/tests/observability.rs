@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use orgauth_e2e::tools::{python_with, run, text, workspace_root};
+use orgauth_e2e::tools::{python_with, run_python_script};
 use orgauth_e2e::{Stack, StackOptions, get_job, set_allow_request, wait_until};
 use orgauth_proto::org::v1 as pb;
 use serde_json::Value;
@@ -49,23 +49,16 @@ impl Scrape {
 }
 
 async fn scrape(python: &Path, addr: SocketAddr) -> Scrape {
-    let script = workspace_root().join("tests/python/scrape_metrics.py");
-    let output = run(
+    // A parse error fails the script, and the test with its output.
+    let (stdout, _) = run_python_script(
         python,
-        &[
-            script.display().to_string(),
-            format!("http://{addr}/metrics"),
-        ],
+        "tests/python/scrape_metrics.py",
+        &[&format!("http://{addr}/metrics")],
         Duration::from_secs(30),
     )
     .await;
-    assert!(
-        output.status.success(),
-        "the Prometheus parser refused the exposition:\n{}",
-        text(&output.stderr)
-    );
     Scrape(
-        text(&output.stdout)
+        stdout
             .lines()
             .map(|line| {
                 let v: Value = serde_json::from_str(line).expect("one JSON sample per line");
